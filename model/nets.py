@@ -1,0 +1,190 @@
+"""Network definitions (torch). Training builds them; export turns them into ONNX for serving.
+
+Every net is rebuilt from its config dataclass alone (`EmbedderConfig.from_dict(ckpt["model_config"])`),
+so a checkpoint carries everything needed to make the module again without the training code.
+
+Input to every embedder: float32 N×C×H×W in [0, 1] (see `model.preprocess`). Output: N×D embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ConvNetConfig:
+    """A stack of [conv3×3 → BatchNorm → ReLU → max-pool 2×2] blocks, then flatten (Snell et al.'s
+    "Conv-4" with the default widths). At 28×28 four blocks leave 64×1×1, a 64-d embedding.
+
+    embedding_dim: if set, a linear layer maps the flattened features to this size.
+    """
+
+    in_channels: int = 1
+    input_size: int = 28
+    widths: tuple[int, ...] = (64, 64, 64, 64)
+    embedding_dim: int | None = None
+
+    def feature_dim(self) -> int:
+        side = self.input_size
+        for _ in self.widths:
+            side //= 2
+        if side < 1:
+            raise ValueError(f"{len(self.widths)} pooling blocks shrink {self.input_size}px to nothing")
+        return self.widths[-1] * side * side
+
+
+@dataclass(frozen=True)
+class KochNetConfig:
+    """Koch, Zemel & Salakhutdinov (2015), section 3.2: conv(64@10) → pool → conv(128@7) → pool →
+    conv(128@4) → pool → conv(256@4) → flatten → dense(4096) with a sigmoid. ReLU between convolutions.
+
+    The defaults are the paper's (105×105 input). Smaller `input_size` with smaller `kernels` gives the
+    reduced-resolution variant for CPU runs; the card records which was used.
+    """
+
+    in_channels: int = 1
+    input_size: int = 105
+    channels: tuple[int, int, int, int] = (64, 128, 128, 256)
+    kernels: tuple[int, int, int, int] = (10, 7, 4, 4)
+    hidden: int = 4096
+
+    def feature_side(self) -> int:
+        side = self.input_size
+        for i, k in enumerate(self.kernels):
+            side = side - k + 1
+            if i < 3:
+                side //= 2
+            if side < 1:
+                raise ValueError(f"kernels {self.kernels} do not fit a {self.input_size}px input")
+        return side
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """What serving needs to rebuild an embedder: the backbone, its config, and the output transform.
+
+    backbone: "convnet" or "koch". mean/std: input normalisation done inside the graph.
+    l2_normalize: unit-length outputs (cosine objectives). scaled: a per-dimension non-negative scale
+    is applied last (Koch's weighted-L1 head folded in, so plain L1 on outputs equals the head's distance).
+    """
+
+    backbone: str = "convnet"
+    backbone_config: dict[str, Any] = field(default_factory=dict)
+    mean: float = 0.0
+    std: float = 1.0
+    l2_normalize: bool = False
+    scaled: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EmbedderConfig:
+        return cls(**d)
+
+    def backbone_dataclass(self) -> ConvNetConfig | KochNetConfig:
+        kinds = {"convnet": ConvNetConfig, "koch": KochNetConfig}
+        if self.backbone not in kinds:
+            raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {sorted(kinds)}")
+        cfg = kinds[self.backbone]
+        # JSON turns tuples into lists; the dataclasses are frozen and want tuples back.
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in self.backbone_config.items()}
+        return cfg(**fixed)
+
+    @property
+    def input_size(self) -> int:
+        return self.backbone_dataclass().input_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.backbone_dataclass().in_channels
+
+
+class ConvNet(nn.Module):
+    """See ConvNetConfig. (N, C, S, S) -> (N, feature_dim or embedding_dim)."""
+
+    def __init__(self, cfg: ConvNetConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = cfg.in_channels
+        for w in cfg.widths:
+            layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            layers.append(nn.MaxPool2d(2))
+            c_in = w
+        self.features = nn.Sequential(*layers)
+        self.proj = nn.Linear(cfg.feature_dim(), cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
+        self.out_dim = cfg.embedding_dim or cfg.feature_dim()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.features(x).flatten(1))
+
+
+class KochNet(nn.Module):
+    """See KochNetConfig. (N, C, S, S) -> (N, hidden), values in (0, 1) from the final sigmoid."""
+
+    def __init__(self, cfg: KochNetConfig) -> None:
+        super().__init__()
+        c, k = cfg.channels, cfg.kernels
+        self.features = nn.Sequential(
+            nn.Conv2d(cfg.in_channels, c[0], k[0]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c[0], c[1], k[1]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c[1], c[2], k[2]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c[2], c[3], k[3]),
+            nn.ReLU(inplace=True),
+        )
+        side = cfg.feature_side()
+        self.fc = nn.Sequential(nn.Linear(c[3] * side * side, cfg.hidden), nn.Sigmoid())
+        self.out_dim = cfg.hidden
+        for m in self.modules():
+            # The paper's initialisation: weights N(0, 1e-2) for convs, N(0, 2e-1) for the dense layer,
+            # biases N(0.5, 1e-2). Without it the sigmoid layer saturates early.
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 1e-2)
+                nn.init.normal_(m.bias, 0.5, 1e-2)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 2e-1 / (m.in_features**0.5))
+                nn.init.normal_(m.bias, 0.5, 1e-2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).flatten(1))
+
+
+class Embedder(nn.Module):
+    """Input normalisation → backbone → optional scale → optional L2 normalisation.
+
+    forward: float32 (N, C, H, W) in [0, 1] -> (N, D).
+    """
+
+    def __init__(self, cfg: EmbedderConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        bcfg = cfg.backbone_dataclass()
+        self.backbone: nn.Module = ConvNet(bcfg) if isinstance(bcfg, ConvNetConfig) else KochNet(bcfg)
+        self.embedding_dim: int = self.backbone.out_dim  # type: ignore[assignment]
+        # Scale is a buffer, not a parameter: training learns it in the loss head (KochLoss) and
+        # export copies it here, so the deployed graph needs no head.
+        self.register_buffer("scale", torch.ones(self.embedding_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.config.mean) / self.config.std
+        z = self.backbone(x)
+        if self.config.scaled:
+            z = z * self.scale
+        if self.config.l2_normalize:
+            z = nn.functional.normalize(z, dim=1)
+        return z
+
+
+def build_embedder(cfg: EmbedderConfig) -> Embedder:
+    """The module described by `cfg`, freshly initialised."""
+    return Embedder(cfg)

@@ -1,0 +1,1 @@
+"""Training, evaluation and export of Siamese / metric-learning embedders. Serving never imports this."""

@@ -1,0 +1,81 @@
+"""Command line: `python -m training {train,evaluate,export} ...`.
+
+python -m training train --config experiments/omniglot_proto.toml [--steps 2000 --lr 3e-4 ...]
+torchrun --nproc_per_node 2 -m training train --config ...      # data-parallel
+python -m training evaluate --checkpoint runs/omniglot-proto/best.pt
+python -m training evaluate --artifact model/artifacts/omniglot
+python -m training export --run runs/omniglot-proto --name omniglot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from training.config import add_override_flags, overrides_from_args, resolve
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_train = sub.add_parser("train", help="train (or resume) a run")
+    p_train.add_argument("--config", type=Path, help="experiment file (TOML, flat keys of TrainConfig)")
+    add_override_flags(p_train)
+
+    p_eval = sub.add_parser("evaluate", help="Lake's runs and N-way K-shot episodes")
+    src = p_eval.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="a run's best.pt (torch)")
+    src.add_argument("--artifact", type=Path, help="an exported artifact folder (ONNX Runtime, no torch)")
+    src.add_argument("--pixels", action="store_true", help="the raw-pixel 1-NN baseline")
+    p_eval.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    p_eval.add_argument("--episodes", type=int, default=1000)
+    p_eval.add_argument("--json", type=Path, help="also write the results here")
+
+    p_exp = sub.add_parser("export", help="write model/artifacts/<name>/{model.onnx, card.json}")
+    p_exp.add_argument("--run", type=Path, required=True, help="run folder holding best.pt")
+    p_exp.add_argument("--name", required=True)
+    p_exp.add_argument("--version", default="1.0.0")
+    p_exp.add_argument("--out", type=Path, default=Path("model/artifacts"))
+    p_exp.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    p_exp.add_argument("--episodes", type=int, default=1000)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("onnxscript", "onnx_ir", "matplotlib", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # their INFO lines bury ours
+
+    if args.command == "train":
+        from training.trainer import train
+
+        try:
+            cfg = resolve(args.config, overrides_from_args(args))
+        except (ValueError, FileNotFoundError) as e:
+            parser.error(str(e))
+        run_dir = train(cfg)
+        metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+        print(f"run folder: {run_dir}  best validation accuracy: {metrics.get('best_val_acc', float('nan')):.4f}")
+        return 0
+
+    if args.command == "evaluate":
+        from training.benchmark import evaluate_source, format_results
+
+        results = evaluate_source(args.checkpoint, args.artifact, args.pixels, args.data_root, args.episodes)
+        print(format_results(results))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return 0
+
+    from training.export import export_run
+
+    command = "python -m training " + " ".join(shlex.quote(a) for a in argv)
+    path = export_run(args.run, args.name, args.version, args.out, args.data_root, args.episodes, command)
+    print(f"exported {path}")
+    return 0

@@ -1,0 +1,140 @@
+"""Training configuration: defaults → experiment file (TOML) → command-line overrides, resolved once
+into a frozen `TrainConfig`. Unknown keys fail loudly; the resolved config is saved in the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+OBJECTIVES = ("koch", "contrastive", "triplet", "proto", "normsoftmax", "arcface")
+SAMPLERS = ("m_per_class", "episodes", "pairs")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- run
+    name: str = "omniglot-proto"  # run folder under out_dir; also the default artifact name
+    out_dir: str = "runs"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    # --- data
+    data: str = "omniglot"  # omniglot | folder
+    data_root: str = "../shared/data"  # omniglot: the shared data folder; folder: root/<class>/<image>
+    cache_dir: str = ".cache"
+    image_size: int = 28
+    resample: str = "box"
+    rotations: bool = True  # Omniglot: each 90° rotation of a character is a new class
+    augment: bool = True  # Koch's affine distortions
+    val_groups: int = 4  # groups (Omniglot alphabets; folder: identities) held out for early stopping
+    # --- net
+    net: str = "convnet"  # convnet | koch
+    widths: tuple[int, ...] = (64, 64, 64, 64)
+    embedding_dim: int = 0  # convnet: 0 = flattened features, else a linear projection to this size
+    koch_channels: tuple[int, ...] = (64, 128, 128, 256)
+    koch_kernels: tuple[int, ...] = (10, 7, 4, 4)
+    koch_hidden: int = 4096
+    # --- objective
+    objective: str = "proto"  # one of OBJECTIVES
+    margin: float = 0.2  # contrastive negative margin / triplet margin
+    mining: str = "semihard"  # triplet: semihard | hard | all
+    temperature: float = 0.05  # normsoftmax
+    # --- sampler
+    sampler: str = "episodes"  # one of SAMPLERS
+    n_way: int = 60
+    k_shot: int = 5
+    q_query: int = 5
+    classes_per_batch: int = 64
+    m_per_class: int = 4
+    pairs: int = 128
+    # --- optimisation
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    steps: int = 5000
+    warmup_steps: int = 100
+    grad_clip: float = 5.0
+    # --- validation and stopping
+    val_every: int = 250
+    val_episodes: int = 400
+    val_way: int = 20
+    patience: int = 8  # evaluations without improvement before early stopping (0 = never)
+    max_minutes: float = 0.0  # stop (resumably) after this much wall time in this process (0 = none)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "objective": (self.objective, OBJECTIVES),
+            "sampler": (self.sampler, SAMPLERS),
+            "net": (self.net, ("convnet", "koch")),
+            "data": (self.data, ("omniglot", "folder")),
+            "device": (self.device, ("auto", "cpu", "cuda")),
+            "mining": (self.mining, ("semihard", "hard", "all")),
+        }
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
+        if self.steps < 1 or self.lr <= 0:
+            raise ValueError("steps must be >= 1 and lr > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, typ: Any, value: Any) -> Any:
+    """Turn TOML or command-line values into the field's type, or raise a ValueError naming the key."""
+    origin = typing.get_origin(typ)
+    try:
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(int(v) for v in items if str(v).strip())
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if origin in (typing.Union, types.UnionType):
+            typ = next(t for t in typing.get_args(typ) if t is not type(None))
+        if typ is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+            raise ValueError("not an integer")  # int(5.7) would silently truncate, int(True) would pass
+        return typ(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"bad value for {name}: {value!r} ({e})") from None
+
+
+def _types() -> dict[str, Any]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+
+
+def resolve(file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then `file` (flat TOML keys), then `overrides`. Unknown keys raise ValueError."""
+    types_ = _types()
+    values: dict[str, Any] = {}
+    for source, layer in (
+        (str(file), tomllib.loads(Path(file).read_text()) if file else {}),
+        ("overrides", overrides or {}),
+    ):
+        unknown = sorted(set(layer) - set(types_))
+        if unknown:
+            raise ValueError(f"unknown config keys in {source}: {unknown}")
+        values.update({k: _coerce(k, types_[k], v) for k, v in layer.items()})
+    return TrainConfig(**values)
+
+
+def add_override_flags(parser: argparse.ArgumentParser) -> None:
+    """One `--key value` flag per config field, defaulting to "not given" so the file's value stands."""
+    group = parser.add_argument_group("config overrides (each defaults to the experiment file's value)")
+    for name in _types():
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", default=None, metavar="V")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}

@@ -1,0 +1,120 @@
+"""Export a run's best checkpoint as a versioned artifact: `<out>/<name>/{model.onnx, card.json}`.
+
+The card's metrics are measured on the exported ONNX graph through `model.artifact` (what serving runs),
+not on the torch checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.artifact import ModelCard
+from model.artifact import load as load_artifact
+from model.nets import Embedder, EmbedderConfig
+
+LOG = logging.getLogger(__name__)
+
+OMNIGLOT_TERMS = (
+    "Omniglot (Lake, Salakhutdinov & Tenenbaum, Science 2015), MIT licence; "
+    "cite Lake et al. 2015 when using this model."
+)
+
+
+def load_checkpoint_embedder(path: Path) -> tuple[Embedder, dict[str, Any]]:
+    """Rebuild the embedder of a `best.pt` from its saved config alone; returns (module in eval mode, ckpt)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    embedder = Embedder(EmbedderConfig.from_dict(ckpt["model_config"]))
+    embedder.load_state_dict(ckpt["model"])
+    return embedder.eval(), ckpt
+
+
+def export_onnx(embedder: Embedder, path: Path, opset: int = 18) -> None:
+    """Write `embedder` as ONNX: input `images` (batch dimension dynamic), output `embeddings`."""
+    size, channels = embedder.config.input_size, embedder.config.in_channels
+    dummy = torch.rand(2, channels, size, size)
+    torch.onnx.export(
+        embedder.float().to(memory_format=torch.contiguous_format),
+        (dummy,),
+        str(path),
+        input_names=["images"],
+        output_names=["embeddings"],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=65536)}},
+        opset_version=opset,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+
+
+def export_run(
+    run_dir: Path,
+    name: str,
+    version: str,
+    out_root: Path,
+    data_root: Path,
+    episodes: int,
+    command: str,
+) -> Path:
+    """Export `run_dir/best.pt` to `out_root/name`, measure it there, write the card. Returns the folder."""
+    from training.benchmark import evaluate_artifact
+
+    embedder, ckpt = load_checkpoint_embedder(Path(run_dir) / "best.pt")
+    cfg = ckpt["train_config"]
+    metrics_file = Path(run_dir) / "metrics.json"
+    run_metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    dest = Path(out_root) / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        tmp_dir = Path(tmp)
+        export_onnx(embedder, tmp_dir / "model.onnx")
+        reduced = cfg["net"] == "koch" and cfg["image_size"] != 105
+        card = ModelCard(
+            name=name,
+            version=version,
+            created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            embedding_dim=embedder.embedding_dim,
+            distance=ckpt["distance"],
+            preprocess=ckpt["preprocess"],
+            metrics={},
+            data={
+                "train": f"{cfg['data']} {cfg['data_root']}: images_background (30 alphabets, 964 characters)"
+                if cfg["data"] == "omniglot"
+                else f"identity folder {cfg['data_root']}",
+                "rotations_as_classes": cfg["rotations"],
+                "validation": run_metrics.get("validation", ""),
+                "terms": OMNIGLOT_TERMS if cfg["data"] == "omniglot" else "as the training images' terms",
+            },
+            command=command,
+            training={
+                "objective": cfg["objective"],
+                "net": cfg["net"] + (" (reduced resolution)" if reduced else ""),
+                "image_size": cfg["image_size"],
+                "steps": run_metrics.get("steps"),
+                "best_step": run_metrics.get("best_step"),
+                "best_val_acc": run_metrics.get("best_val_acc"),
+                "train_time_s": run_metrics.get("train_time_s"),
+                "hardware": run_metrics.get("hardware"),
+                "train_command": f"python -m training train --config <resolved: {Path(run_dir) / 'config.json'}>",
+                "config": cfg,
+            },
+        )
+        (tmp_dir / "card.json").write_text(card.to_json())
+        # Measure what serving will run: the ONNX graph through model.artifact.
+        results = evaluate_artifact(load_artifact(tmp_dir), data_root, episodes)
+        card_dict = json.loads(card.to_json())
+        card_dict["metrics"] = results
+        (tmp_dir / "card.json").write_text(json.dumps(card_dict, indent=2) + "\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(tmp_dir, dest)
+        dest.chmod(0o755)  # mkdtemp made the folder owner-only; an artifact is meant to be read by others
+    LOG.info("exported %s", dest)
+    return dest

@@ -1,0 +1,100 @@
+"""Objectives as small modules with one signature: `loss(embeddings, labels, indices_tuple) -> scalar`.
+
+embeddings: float N×D; labels: int64 N; indices_tuple: what the objective's miner returned (see
+`training.miners`), or None where the loss can form its own tuples. pytorch-metric-learning provides
+contrastive, triplet and the softmax-margin losses; the two it does not have live here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+from torch import nn
+
+
+def _check(embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+    if embeddings.ndim != 2 or labels.ndim != 1 or len(embeddings) != len(labels):
+        raise ValueError(f"expected N×D embeddings and N labels, got {tuple(embeddings.shape)}, {tuple(labels.shape)}")
+    if embeddings.device != labels.device:
+        raise ValueError(f"embeddings on {embeddings.device} but labels on {labels.device}")
+
+
+class KochLoss(nn.Module):
+    """Koch et al. 2015: p(same) = σ(b − Σ_j α_j |x_j − y_j|), binary cross-entropy over pairs.
+
+    α = softplus(w) ≥ 0, so the weighted L1 is a true distance and folds into the embedding
+    (`fold_scale()` gives α): serving then uses plain L1 on α ⊙ embedding, and σ(b − d) maps that
+    distance back to the head's probability. (The paper leaves α unconstrained; a negative α would make
+    "distance" reward disagreement and could not be folded.)
+
+    indices_tuple: (a1, p, a2, n) pairs; None means every pair of the batch.
+    """
+
+    def __init__(self, embedding_dim: int) -> None:
+        super().__init__()
+        # softplus(w0) = 1/D keeps the initial distance on the scale of one feature's difference.
+        w0 = torch.log(torch.expm1(torch.tensor(1.0 / embedding_dim)))
+        self.w = nn.Parameter(torch.full((embedding_dim,), float(w0)))
+        self.bias = nn.Parameter(torch.tensor(0.5))
+
+    def fold_scale(self) -> torch.Tensor:
+        return F.softplus(self.w).detach()
+
+    def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (F.softplus(self.w) * (x - y).abs()).sum(-1)
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        indices_tuple: tuple[torch.Tensor, ...] | None = None,
+    ) -> torch.Tensor:
+        _check(embeddings, labels)
+        a1, p, a2, n = indices_tuple if indices_tuple is not None else lmu.get_all_pairs_indices(labels)
+        d = torch.cat([self.distance(embeddings[a1], embeddings[p]), self.distance(embeddings[a2], embeddings[n])])
+        target = torch.cat([torch.ones(len(a1)), torch.zeros(len(a2))]).to(d)
+        if len(d) == 0:
+            return embeddings.sum() * 0.0
+        return F.binary_cross_entropy_with_logits(self.bias - d, target)
+
+
+class PrototypicalLoss(nn.Module):
+    """Snell et al. 2017: queries are classified by softmax over negative squared Euclidean distance
+    to class prototypes (means of the support embeddings); cross-entropy on the queries.
+
+    indices_tuple: (support, query) index tensors (`EpisodeSplit`). Required: an episode has no
+    meaning without its support set.
+    metric: "euclidean" (squared, as the paper) or "cosine" (logits = scale · cos, Gidaris & Komodakis).
+    """
+
+    def __init__(self, metric: str = "euclidean", scale: float = 10.0) -> None:
+        super().__init__()
+        if metric not in ("euclidean", "cosine"):
+            raise ValueError(f"metric must be euclidean or cosine, got {metric!r}")
+        self.metric, self.scale = metric, scale
+
+    def logits(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Q×C logits, C class ids in column order) for queries Q×D against prototypes of support S×D."""
+        classes = torch.unique(support_labels)
+        onehot = (support_labels[None, :] == classes[:, None]).to(support.dtype)  # C×S
+        protos = onehot @ support / onehot.sum(1, keepdim=True)  # C×D
+        if self.metric == "euclidean":
+            return -torch.cdist(queries, protos).pow(2), classes
+        return self.scale * F.normalize(queries, dim=1) @ F.normalize(protos, dim=1).T, classes
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        indices_tuple: tuple[torch.Tensor, ...] | None = None,
+    ) -> torch.Tensor:
+        _check(embeddings, labels)
+        if indices_tuple is None:
+            raise ValueError("PrototypicalLoss needs (support, query) indices; use training.miners.EpisodeSplit")
+        support, query = indices_tuple
+        logits, classes = self.logits(embeddings[support], labels[support], embeddings[query])
+        target = (labels[query][:, None] == classes[None, :]).float().argmax(1)
+        return F.cross_entropy(logits, target)
