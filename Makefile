@@ -6,8 +6,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXPERIMENT ?= experiments/omniglot_proto.toml
-RUN ?= runs/omniglot-proto
+EXPERIMENT ?= experiments/omniglot_best.toml
+RUN ?= runs/omniglot-best
 ARTIFACT ?= omniglot
 
 .PHONY: install train test lint format bench-omniglot clean

@@ -74,7 +74,9 @@ def main() -> int:
             print(f"skipping {label}: no {run / 'best.pt'}", file=sys.stderr)
             continue
         m = json.loads((run / "metrics.json").read_text())
-        train_time = f"{m['train_time_s'] / 60:.0f} min ({m['steps']} steps)"
+        total = json.loads((run / "config.json").read_text())["steps"]
+        done = "" if m["finished"] else f", **unfinished: stopped at {m['steps']} of {total}**"
+        train_time = f"{m['train_time_s'] / 60:.0f} min ({m['steps']} steps{done})"
         results = evaluate_checkpoint(run / "best.pt", args.data_root, args.episodes)
         rows.append((label, results, train_time, m["hardware"], paper))
         print(f"{label}: Lake {cell(results['lake_runs'])}", file=sys.stderr)

@@ -145,15 +145,9 @@ class KochNet(nn.Module):
         side = cfg.feature_side()
         self.fc = nn.Sequential(nn.Linear(c[3] * side * side, cfg.hidden), nn.Sigmoid())
         self.out_dim = cfg.hidden
-        for m in self.modules():
-            # The paper's initialisation: weights N(0, 1e-2) for convs, N(0, 2e-1) for the dense layer,
-            # biases N(0.5, 1e-2). Without it the sigmoid layer saturates early.
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 1e-2)
-                nn.init.normal_(m.bias, 0.5, 1e-2)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 2e-1 / (m.in_features**0.5))
-                nn.init.normal_(m.bias, 0.5, 1e-2)
+        # PyTorch's default (Kaiming-uniform) initialisation, not the paper's N(0, 1e-2): that one was
+        # tuned for the paper's SGD schedule, and under Adam it left the sigmoid features nearly constant
+        # (BCE still at ln 2 after 250 steps, measured on the 35x35 variant).
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).flatten(1))

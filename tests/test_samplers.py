@@ -104,3 +104,15 @@ def test_pair_sampler_errors() -> None:
             PairSampler(LABELS, pairs=pairs, seed=0)
     with pytest.raises(ValueError, match="two classes"):
         PairSampler(np.zeros(5, dtype=np.int64), pairs=2, seed=0)
+
+
+def test_episode_within_group_probability() -> None:
+    """within_group=p: about a fraction p of episodes keep to one group (the rest mix groups)."""
+    labels = np.repeat(np.arange(40), 3)
+    groups = labels // 10  # 4 groups of 10 classes
+    sampler = EpisodeSampler(labels, 5, 1, 1, seed=0, groups=groups, within_group=0.5)
+    single = [len(np.unique(groups[sampler.batch(step)])) == 1 for step in range(400)]
+    # A mixed 5-way episode over 4 groups lands in one group with probability < 0.2% by chance.
+    assert 0.4 < np.mean(single) < 0.6
+    with pytest.raises(ValueError, match="probability"):
+        EpisodeSampler(labels, 5, 1, 1, seed=0, groups=groups, within_group=1.5)

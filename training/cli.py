@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = resolve(args.config, overrides_from_args(args))
         except (ValueError, FileNotFoundError) as e:
             parser.error(str(e))
-        run_dir = train(cfg)
+        run_dir = train(cfg, command="python -m training " + " ".join(shlex.quote(a) for a in argv))
         metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
         print(f"run folder: {run_dir}  best validation accuracy: {metrics.get('best_val_acc', float('nan')):.4f}")
         return 0

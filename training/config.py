@@ -50,6 +50,7 @@ class TrainConfig:
     n_way: int = 60
     k_shot: int = 5
     q_query: int = 5
+    within_group: float = 0.0  # episodes: probability of drawing an episode's classes from one alphabet
     classes_per_batch: int = 64
     m_per_class: int = 4
     pairs: int = 128

@@ -102,7 +102,7 @@ def export_run(
                 "best_val_acc": run_metrics.get("best_val_acc"),
                 "train_time_s": run_metrics.get("train_time_s"),
                 "hardware": run_metrics.get("hardware"),
-                "train_command": f"python -m training train --config <resolved: {Path(run_dir) / 'config.json'}>",
+                "train_command": run_metrics.get("command", ""),
                 "config": cfg,
             },
         )

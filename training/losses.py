@@ -29,12 +29,19 @@ class KochLoss(nn.Module):
     "distance" reward disagreement and could not be folded.)
 
     indices_tuple: (a1, p, a2, n) pairs; None means every pair of the batch.
+
+    `lr_multiplier`: the trainer gives this module's parameters that many times the base learning rate.
+    α and b set the logit's scale, which must travel orders of magnitude; at softplus(w) = 1/D the
+    gradient through softplus is ~α itself, so at the net's rate they barely move (the paper, too, used
+    per-layer learning rates).
     """
+
+    lr_multiplier = 100.0
 
     def __init__(self, embedding_dim: int) -> None:
         super().__init__()
-        # softplus(w0) = 1/D keeps the initial distance on the scale of one feature's difference.
-        w0 = torch.log(torch.expm1(torch.tensor(1.0 / embedding_dim)))
+        # softplus(w0) = 10/D: the initial distance is ten times the mean per-feature difference.
+        w0 = torch.log(torch.expm1(torch.tensor(10.0 / embedding_dim)))
         self.w = nn.Parameter(torch.full((embedding_dim,), float(w0)))
         self.bias = nn.Parameter(torch.tensor(0.5))
 

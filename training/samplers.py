@@ -57,7 +57,8 @@ class EpisodeSampler:
     first the N·K support images grouped by class (class 0's K, then class 1's K, ...), then the N·Q
     queries grouped by class in the same class order. `training.miners.EpisodeSplit` reads it back.
 
-    within_group: draw all N classes from one group (Lake's within-alphabet runs are of this kind).
+    within_group: the probability that an episode draws all N classes from one group (Lake's
+    within-alphabet runs are of this kind: such episodes hold the hardest negatives). 0 = never, 1 = always.
     """
 
     def __init__(
@@ -69,8 +70,12 @@ class EpisodeSampler:
         seed: int,
         rank: int = 0,
         groups: np.ndarray | None = None,
-        within_group: bool = False,
+        within_group: float = 0.0,
     ) -> None:
+        if not 0.0 <= within_group <= 1.0:
+            raise ValueError(f"within_group is a probability, got {within_group}")
+        if within_group and groups is None:
+            raise ValueError("within-group episodes need groups")
         self.index = _ClassIndex(labels, groups if within_group else None)
         if n_way > len(self.index.classes):
             raise ValueError(f"{n_way}-way episodes but only {len(self.index.classes)} classes exist")
@@ -90,7 +95,7 @@ class EpisodeSampler:
     def batch(self, step: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.rank, step])
         pool = self.index.classes
-        if self.within_group:
+        if self.within_group and rng.random() < self.within_group:
             g = rng.choice(self.eligible_groups)
             pool = pool[self.index.class_group == g]
         classes = rng.choice(pool, size=self.n_way, replace=False)

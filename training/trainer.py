@@ -104,7 +104,8 @@ def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
 
 def build_sampler(cfg: TrainConfig, train: ImageSet, rank: int) -> samplers.Sampler:
     if cfg.sampler == "episodes":
-        return samplers.EpisodeSampler(train.labels, cfg.n_way, cfg.k_shot, cfg.q_query, cfg.seed, rank)
+        return samplers.EpisodeSampler(train.labels, cfg.n_way, cfg.k_shot, cfg.q_query, cfg.seed, rank,
+                                       groups=train.groups, within_group=cfg.within_group)
     if cfg.sampler == "pairs":
         return samplers.PairSampler(train.labels, cfg.pairs, cfg.seed, rank)
     return samplers.MPerClassSampler(train.labels, cfg.m_per_class, cfg.classes_per_batch, cfg.seed, rank)
@@ -198,8 +199,11 @@ def batch_nn_accuracy(emb: torch.Tensor, y: torch.Tensor, distance: str) -> floa
         return (y[d.argmin(1)] == y).float().mean().item()
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train as `cfg` says; return the run folder. Safe to call again on an interrupted run: it resumes."""
+def train(cfg: TrainConfig, command: str = "") -> Path:
+    """Train as `cfg` says; return the run folder. Safe to call again on an interrupted run: it resumes.
+
+    command: the command line that asked for this run, recorded in metrics.json (and so in the card).
+    """
     # --- processes and device
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", "0"))
@@ -228,7 +232,12 @@ def train(cfg: TrainConfig) -> Path:
     model: nn.Module = nn.parallel.DistributedDataParallel(module) if distributed else module
     sampler = build_sampler(cfg, train_set, rank)
     augment = AffineAugment() if cfg.augment else None
-    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # A loss with parameters may ask for its own rate (KochLoss.lr_multiplier); LambdaLR scales both groups.
+    head_lr = cfg.lr * getattr(module.loss, "lr_multiplier", 1.0)
+    groups = [{"params": module.embedder.parameters(), "lr": cfg.lr}]
+    if any(True for _ in module.loss.parameters()):
+        groups.append({"params": module.loss.parameters(), "lr": head_lr, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
 
     # --- resume
@@ -236,10 +245,11 @@ def train(cfg: TrainConfig) -> Path:
     last = run_dir / "last.pt"
     if last.is_file():
         ckpt = torch.load(last, map_location=device, weights_only=False)
-        if ckpt["train_config"] != cfg.to_dict():
-            changed = sorted(k for k, v in cfg.to_dict().items() if ckpt["train_config"].get(k) != v)
-            if set(changed) - {"steps", "max_minutes", "patience", "val_every"}:
-                raise ValueError(f"{last} was trained with a different config ({changed}); use another --name")
+        # A key absent from an older checkpoint had its default then (fields are only ever added).
+        saved = {**TrainConfig().to_dict(), **ckpt["train_config"]}
+        changed = sorted(k for k, v in cfg.to_dict().items() if saved[k] != v)
+        if set(changed) - {"steps", "max_minutes", "patience", "val_every"}:
+            raise ValueError(f"{last} was trained with a different config ({changed}); use another --name")
         module.load_state_dict(ckpt["module"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -373,6 +383,7 @@ def train(cfg: TrainConfig) -> Path:
             )
         metrics = {
             "finished": finished,
+            "command": command,
             "early_stopped": stop,
             "steps": state.step,
             "best_val_acc": state.best_val,
