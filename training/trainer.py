@@ -104,8 +104,16 @@ def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
 
 def build_sampler(cfg: TrainConfig, train: ImageSet, rank: int) -> samplers.Sampler:
     if cfg.sampler == "episodes":
-        return samplers.EpisodeSampler(train.labels, cfg.n_way, cfg.k_shot, cfg.q_query, cfg.seed, rank,
-                                       groups=train.groups, within_group=cfg.within_group)
+        return samplers.EpisodeSampler(
+            train.labels,
+            cfg.n_way,
+            cfg.k_shot,
+            cfg.q_query,
+            cfg.seed,
+            rank,
+            groups=train.groups,
+            within_group=cfg.within_group,
+        )
     if cfg.sampler == "pairs":
         return samplers.PairSampler(train.labels, cfg.pairs, cfg.seed, rank)
     return samplers.MPerClassSampler(train.labels, cfg.m_per_class, cfg.classes_per_batch, cfg.seed, rank)
