@@ -67,6 +67,15 @@ def test_training_reduces_the_loss(glyph_folder: Path, tmp_path: Path) -> None:
     assert history[-1]["train_acc"] > 0.5  # 4-way: chance is 0.25
 
 
+def test_early_stopping_after_patience_evaluations(glyph_folder: Path, tmp_path: Path) -> None:
+    # No accuracy can beat the first evaluation by more than 1.0, so every later one is "stale".
+    run = train(resolve(overrides=tiny(glyph_folder, tmp_path, steps=40, patience=2, val_min_delta=1.0)))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["early_stopped"]
+    assert metrics["steps"] == 12  # best at step 4, stale at 8 and 12
+    assert metrics["best_step"] == 4
+
+
 def test_interrupted_run_resumes_to_the_same_weights(glyph_folder: Path, tmp_path: Path) -> None:
     straight = train(resolve(overrides=tiny(glyph_folder, tmp_path / "a")))
     # A run stopped by its time budget at its first checkpoint, then started again with the same command.

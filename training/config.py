@@ -65,6 +65,7 @@ class TrainConfig:
     val_episodes: int = 400
     val_way: int = 20
     patience: int = 8  # evaluations without improvement before early stopping (0 = never)
+    val_min_delta: float = 0.0  # an evaluation improves only if it beats the best by more than this
     max_minutes: float = 0.0  # stop (resumably) after this much wall time in this process (0 = none)
 
     def __post_init__(self) -> None:

@@ -289,79 +289,86 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     window: list[tuple[float, float]] = []
     tick, seen_at_tick = time.time(), 0
     model.train()
-    while state.step < cfg.steps and not stop:
-        idx = torch.from_numpy(sampler.batch(state.step)).to(device)
-        x = images[idx].float().div_(255.0)
-        y = labels[idx]
-        if augment is not None:
-            gen.manual_seed(cfg.seed * 1_000_003 + rank * 7919 + state.step)  # resumable augmentation
-            x = augment(x, gen)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            loss, emb = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        state.step += 1
-        state.images_seen += len(idx)
-        seen_at_tick += len(idx)
-        window.append((loss.item(), batch_nn_accuracy(emb, y, objective.distance)))
-        ips = seen_at_tick / max(1e-9, time.time() - tick)
-        bar.set_postfix(loss=f"{window[-1][0]:.3f}", acc=f"{window[-1][1]:.2f}", img_s=f"{ips:.0f}")
-        bar.update(1)
+    try:
+        while state.step < cfg.steps and not stop:
+            idx = torch.from_numpy(sampler.batch(state.step)).to(device)
+            x = images[idx].float().div_(255.0)
+            y = labels[idx]
+            if augment is not None:
+                gen.manual_seed(cfg.seed * 1_000_003 + rank * 7919 + state.step)  # resumable augmentation
+                x = augment(x, gen)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                loss, emb = model(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            state.step += 1
+            state.images_seen += len(idx)
+            seen_at_tick += len(idx)
+            window.append((loss.item(), batch_nn_accuracy(emb, y, objective.distance)))
+            ips = seen_at_tick / max(1e-9, time.time() - tick)
+            bar.set_postfix(loss=f"{window[-1][0]:.3f}", acc=f"{window[-1][1]:.2f}", img_s=f"{ips:.0f}")
+            bar.update(1)
 
-        if state.step % cfg.val_every == 0 or state.step == cfg.steps:
-            state.elapsed_s = elapsed_before + time.time() - started
-            val_acc = math.nan
-            if val_set is not None and is_main:
-                val_acc = validate(module, val_set, cfg, objective.distance, device)
-                if val_acc > state.best_val:
-                    state.best_val, state.best_step, state.stale_evals = val_acc, state.step, 0
-                    save_atomic(
-                        {
-                            "model_config": ecfg.to_dict(),
-                            "model": module.deployable_state(),
-                            "distance": objective.distance,
-                            "preprocess": preprocess_spec(cfg).to_dict(),
-                            "train_config": cfg.to_dict(),
-                            "step": state.step,
-                            "val_acc": val_acc,
-                        },
-                        run_dir / "best.pt",
-                    )
-                else:
-                    state.stale_evals += 1
-            mean_loss, mean_acc = (float(np.mean(v)) for v in zip(*window, strict=True))
-            state.history.append(
-                {
-                    "step": state.step,
-                    "loss": mean_loss,
-                    "train_acc": mean_acc,
-                    "val_acc": val_acc,
-                    "images_per_s": ips,
-                    "elapsed_s": state.elapsed_s,
-                    "lr": sched.get_last_lr()[0],
-                }
-            )
-            window, tick, seen_at_tick = [], time.time(), 0
-            if is_main:
-                tqdm.write(
-                    f"step {state.step}: loss {mean_loss:.4f}  batch-acc {mean_acc:.3f}  "
-                    f"val {val_acc:.4f} (best {state.best_val:.4f} @ {state.best_step})  {ips:.0f} img/s"
+            if state.step % cfg.val_every == 0 or state.step == cfg.steps:
+                state.elapsed_s = elapsed_before + time.time() - started
+                val_acc = math.nan
+                if val_set is not None and is_main:
+                    val_acc = validate(module, val_set, cfg, objective.distance, device)
+                    if val_acc > state.best_val + (cfg.val_min_delta if state.best_step else 0.0):
+                        state.best_val, state.best_step, state.stale_evals = val_acc, state.step, 0
+                        save_atomic(
+                            {
+                                "model_config": ecfg.to_dict(),
+                                "model": module.deployable_state(),
+                                "distance": objective.distance,
+                                "preprocess": preprocess_spec(cfg).to_dict(),
+                                "train_config": cfg.to_dict(),
+                                "step": state.step,
+                                "val_acc": val_acc,
+                            },
+                            run_dir / "best.pt",
+                        )
+                    else:
+                        state.stale_evals += 1
+                mean_loss, mean_acc = (float(np.mean(v)) for v in zip(*window, strict=True))
+                state.history.append(
+                    {
+                        "step": state.step,
+                        "loss": mean_loss,
+                        "train_acc": mean_acc,
+                        "val_acc": val_acc,
+                        "images_per_s": ips,
+                        "elapsed_s": state.elapsed_s,
+                        "lr": sched.get_last_lr()[0],
+                    }
                 )
-            stop = bool(cfg.patience) and state.stale_evals >= cfg.patience
-            out_of_time = cfg.max_minutes > 0 and time.time() - started > 60 * cfg.max_minutes
-            if distributed:  # every rank must leave the loop together, on rank 0's decision
-                flag = torch.tensor([stop, out_of_time], dtype=torch.int32, device=device)
-                dist.broadcast(flag, 0)
-                stop, out_of_time = bool(flag[0]), bool(flag[1])
-            checkpoint()
-            if out_of_time:
-                LOG.info("max_minutes reached at step %d; run the same command again to resume", state.step)
-                break
+                window, tick, seen_at_tick = [], time.time(), 0
+                if is_main:
+                    tqdm.write(
+                        f"step {state.step}: loss {mean_loss:.4f}  batch-acc {mean_acc:.3f}  "
+                        f"val {val_acc:.4f} (best {state.best_val:.4f} @ {state.best_step})  {ips:.0f} img/s"
+                    )
+                stop = bool(cfg.patience) and state.stale_evals >= cfg.patience
+                out_of_time = cfg.max_minutes > 0 and time.time() - started > 60 * cfg.max_minutes
+                if distributed:  # every rank must leave the loop together, on rank 0's decision
+                    flag = torch.tensor([stop, out_of_time], dtype=torch.int32, device=device)
+                    dist.broadcast(flag, 0)
+                    stop, out_of_time = bool(flag[0]), bool(flag[1])
+                checkpoint()
+                if out_of_time:
+                    LOG.info("max_minutes reached at step %d; run the same command again to resume", state.step)
+                    break
+    except KeyboardInterrupt:
+        # Ctrl-C: keep every finished step. The same command resumes here.
+        state.elapsed_s = elapsed_before + time.time() - started
+        checkpoint()
+        LOG.warning("interrupted at step %d; checkpoint saved to %s", state.step, last)
+        raise
     bar.close()
 
     # --- results
