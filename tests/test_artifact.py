@@ -63,10 +63,11 @@ def koch_net() -> Embedder:
     return net.eval()
 
 
-@pytest.mark.parametrize("l2", [False, True])
-def test_onnx_matches_torch(tmp_path: Path, l2: bool) -> None:
+@pytest.mark.parametrize(("l2", "tta"), [(False, 0), (True, 0), (False, 2)])
+def test_onnx_matches_torch(tmp_path: Path, l2: bool, tta: int) -> None:
     torch.manual_seed(0)
-    net = Embedder(EmbedderConfig("convnet", {"input_size": 28, "widths": (8, 8, 8)}, l2_normalize=l2)).eval()
+    cfg = EmbedderConfig("convnet", {"input_size": 28, "widths": (8, 8, 8)}, l2_normalize=l2, tta_shift=tta)
+    net = Embedder(cfg).eval()
     art = load_artifact(write_artifact(net, tmp_path / "a"))
     x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
     np.testing.assert_allclose(art.embed(x), net(torch.from_numpy(x)).detach().numpy(), atol=1e-5)

@@ -11,7 +11,8 @@ import pytest
 
 from model.artifact import ARTIFACTS_DIR
 from model.artifact import load as load_artifact
-from training.benchmark import evaluate_embed
+from training import evaluate
+from training.data.omniglot import load_lake_runs
 
 SHIPPED = ARTIFACTS_DIR / "omniglot"
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -31,9 +32,10 @@ def test_shipped_card_is_complete() -> None:
 
 @pytest.mark.data
 def test_shipped_artifact_reproduces_the_stated_accuracy(data_root: Path) -> None:
+    # Lake's 400 trials only: the episode protocols embed all 13,180 evaluation images and belong to the
+    # benchmark (bench/omniglot.py re-measures them from the same artifact).
     art = load_artifact(SHIPPED)
-    measured = evaluate_embed(art.embed, art.spec, art.distance, data_root, n_episodes=1000)
-    for protocol, stated in art.card.metrics.items():
-        assert measured[protocol]["accuracy"] == pytest.approx(stated["accuracy"], abs=1e-9), protocol
-    lake = f"{100 * measured['lake_runs']['accuracy']:.2f}%"
+    measured = evaluate.one_shot_runs(art.embed, load_lake_runs(data_root, art.spec), art.distance)
+    assert measured.mean == pytest.approx(art.card.metrics["lake_runs"]["accuracy"], abs=1e-9)
+    lake = f"{100 * measured.mean:.2f}%"
     assert re.search(re.escape(lake), README.read_text()), f"README does not state the measured {lake}"

@@ -61,13 +61,13 @@ def evaluate_artifact(artifact: Artifact, data_root: Path, n_episodes: int = 100
     return evaluate_embed(artifact.embed, artifact.spec, artifact.distance, data_root, n_episodes)
 
 
-def evaluate_checkpoint(path: Path, data_root: Path, n_episodes: int = 1000) -> dict[str, Any]:
+def evaluate_checkpoint(path: Path, data_root: Path, n_episodes: int = 1000, tta_shift: int = 0) -> dict[str, Any]:
     import torch
 
     from training.export import load_checkpoint_embedder
     from training.trainer import torch_embed_fn
 
-    embedder, ckpt = load_checkpoint_embedder(path)
+    embedder, ckpt = load_checkpoint_embedder(path, tta_shift)
     embed = torch_embed_fn(embedder, torch.device("cpu"))
     spec = PreprocessSpec.from_dict(ckpt["preprocess"])
     return evaluate_embed(embed, spec, distances.get(ckpt["distance"]), data_root, n_episodes)
@@ -80,10 +80,10 @@ def evaluate_pixels(data_root: Path, n_episodes: int = 1000, size: int = 28) -> 
 
 
 def evaluate_source(
-    checkpoint: Path | None, artifact: Path | None, pixels: bool, data_root: Path, n_episodes: int
+    checkpoint: Path | None, artifact: Path | None, pixels: bool, data_root: Path, n_episodes: int, tta_shift: int = 0
 ) -> dict[str, Any]:
     if checkpoint is not None:
-        return evaluate_checkpoint(checkpoint, data_root, n_episodes)
+        return evaluate_checkpoint(checkpoint, data_root, n_episodes, tta_shift)
     if artifact is not None:
         return evaluate_artifact(load_artifact(artifact), data_root, n_episodes)
     if pixels:

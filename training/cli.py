@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     p_eval.add_argument("--episodes", type=int, default=1000)
     p_eval.add_argument("--json", type=Path, help="also write the results here")
+    p_eval.add_argument("--tta-shift", type=int, default=0, help="with --checkpoint: test-time shift averaging")
 
     p_exp = sub.add_parser("export", help="write model/artifacts/<name>/{model.onnx, card.json}")
     p_exp.add_argument("--run", type=Path, required=True, help="run folder holding best.pt")
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p_exp.add_argument("--out", type=Path, default=Path("model/artifacts"))
     p_exp.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     p_exp.add_argument("--episodes", type=int, default=1000)
+    p_exp.add_argument("--tta-shift", type=int, default=0, help="test-time shift averaging in the graph (±px)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "evaluate":
         from training.benchmark import evaluate_source, format_results
 
-        results = evaluate_source(args.checkpoint, args.artifact, args.pixels, args.data_root, args.episodes)
+        results = evaluate_source(
+            args.checkpoint, args.artifact, args.pixels, args.data_root, args.episodes, args.tta_shift
+        )
         print(format_results(results))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.export import export_run
 
     command = "python -m training " + " ".join(shlex.quote(a) for a in argv)
-    path = export_run(args.run, args.name, args.version, args.out, args.data_root, args.episodes, command)
+    path = export_run(
+        args.run, args.name, args.version, args.out, args.data_root, args.episodes, command, args.tta_shift
+    )
     print(f"exported {path}")
     return 0

@@ -6,6 +6,7 @@ not on the torch checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -28,10 +29,14 @@ OMNIGLOT_TERMS = (
 )
 
 
-def load_checkpoint_embedder(path: Path) -> tuple[Embedder, dict[str, Any]]:
-    """Rebuild the embedder of a `best.pt` from its saved config alone; returns (module in eval mode, ckpt)."""
+def load_checkpoint_embedder(path: Path, tta_shift: int = 0) -> tuple[Embedder, dict[str, Any]]:
+    """Rebuild the embedder of a `best.pt` from its saved config alone; returns (module in eval mode, ckpt).
+
+    tta_shift: test-time shift averaging for the rebuilt module (see EmbedderConfig); weights unchanged.
+    """
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    embedder = Embedder(EmbedderConfig.from_dict(ckpt["model_config"]))
+    cfg = dataclasses.replace(EmbedderConfig.from_dict(ckpt["model_config"]), tta_shift=tta_shift)
+    embedder = Embedder(cfg)
     embedder.load_state_dict(ckpt["model"])
     return embedder.eval(), ckpt
 
@@ -62,11 +67,12 @@ def export_run(
     data_root: Path,
     episodes: int,
     command: str,
+    tta_shift: int = 0,
 ) -> Path:
     """Export `run_dir/best.pt` to `out_root/name`, measure it there, write the card. Returns the folder."""
     from training.benchmark import evaluate_artifact
 
-    embedder, ckpt = load_checkpoint_embedder(Path(run_dir) / "best.pt")
+    embedder, ckpt = load_checkpoint_embedder(Path(run_dir) / "best.pt", tta_shift)
     cfg = ckpt["train_config"]
     metrics_file = Path(run_dir) / "metrics.json"
     run_metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
@@ -97,6 +103,9 @@ def export_run(
                 "objective": cfg["objective"],
                 "net": cfg["net"] + (" (reduced resolution)" if reduced else ""),
                 "image_size": cfg["image_size"],
+                "test_time_augmentation": f"mean embedding over {(2 * tta_shift + 1) ** 2} shifts of ±{tta_shift} px"
+                if tta_shift
+                else "none",
                 "steps": run_metrics.get("steps"),
                 "best_step": run_metrics.get("best_step"),
                 "best_val_acc": run_metrics.get("best_val_acc"),
