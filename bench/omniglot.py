@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.benchmark import evaluate_artifact, evaluate_checkpoint, evaluate_pixels  # noqa: E402
+from training.trainer import cpu_name  # noqa: E402
 
 # (experiment file, row label, the paper's figure on Lake's 400 trials where the paper reports one)
 EXPERIMENTS = [
@@ -40,6 +42,20 @@ def run_name(exp: Path) -> str:
     import tomllib
 
     return tomllib.loads(exp.read_text())["name"]
+
+
+def cached_results(checkpoint: Path, args: argparse.Namespace) -> dict:
+    """The suite's results for a checkpoint, reused from `bench.json` beside it while the checkpoint and
+    the episode count are unchanged (evaluating one checkpoint takes minutes on a CPU)."""
+    cache = checkpoint.with_name("bench.json")
+    key = {"checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns, "episodes": args.episodes}
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return saved["results"]
+    results = evaluate_checkpoint(checkpoint, args.data_root, args.episodes)
+    cache.write_text(json.dumps({"key": key, "results": results}, indent=2))
+    return results
 
 
 def cell(r: dict) -> str:
@@ -70,14 +86,17 @@ def main() -> int:
                 check=True,
                 cwd=REPO,
             )
-        if not (run / "best.pt").is_file():
-            print(f"skipping {label}: no {run / 'best.pt'}", file=sys.stderr)
+        if not (run / "best.pt").is_file() or not (run / "metrics.json").is_file():
+            print(
+                f"skipping {label}: {run} has no best.pt or metrics.json (never run, or still training)",
+                file=sys.stderr,
+            )
             continue
         m = json.loads((run / "metrics.json").read_text())
         total = json.loads((run / "config.json").read_text())["steps"]
         done = "" if m["finished"] else f", **unfinished: stopped at {m['steps']} of {total}**"
         train_time = f"{m['train_time_s'] / 60:.0f} min ({m['steps']} steps{done})"
-        results = evaluate_checkpoint(run / "best.pt", args.data_root, args.episodes)
+        results = cached_results(run / "best.pt", args)
         rows.append((label, results, train_time, m["hardware"], paper))
         print(f"{label}: Lake {cell(results['lake_runs'])}", file=sys.stderr)
     if (args.artifact / "card.json").is_file():
@@ -100,7 +119,8 @@ def main() -> int:
         "# Omniglot benchmark",
         "",
         f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `python bench/omniglot.py"
-        f"{' --no-train' if args.no_train else ''}` on {platform.machine()} / Python {platform.python_version()}.",
+        f"{' --no-train' if args.no_train else ''}` on {cpu_name()} ({os.cpu_count()} cores) / "
+        f"Python {platform.python_version()}.",
         "All networks are trained on `images_background` only (30 alphabets); 4 of them are held out for",
         "validation / early stopping. Accuracy in % ± the 95% confidence interval (over the 20 runs for Lake's",
         f"runs, over episodes otherwise). Episodes: `images_evaluation`, classes across alphabets, 5 queries per "

@@ -189,10 +189,21 @@ def plot_curve(history: list[dict[str, float]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"{cpu_name()} CPU, {torch.get_num_threads()} of {os.cpu_count()} cores"
 
 
 def batch_nn_accuracy(emb: torch.Tensor, y: torch.Tensor, distance: str) -> float:
