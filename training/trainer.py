@@ -290,6 +290,19 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                 last,
             )
 
+    def save_best(val_acc: float) -> None:
+        """The deployable embedder alone (Koch's head folded in), with what export needs to describe it."""
+        best = {
+            "model_config": ecfg.to_dict(),
+            "model": module.deployable_state(),
+            "distance": objective.distance,
+            "preprocess": preprocess_spec(cfg).to_dict(),
+            "train_config": cfg.to_dict(),
+            "step": state.step,
+            "val_acc": val_acc,
+        }
+        save_atomic(best, run_dir / "best.pt")
+
     # --- the loop
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
@@ -332,18 +345,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                     val_acc = validate(module, val_set, cfg, objective.distance, device)
                     if val_acc > state.best_val + (cfg.val_min_delta if state.best_step else 0.0):
                         state.best_val, state.best_step, state.stale_evals = val_acc, state.step, 0
-                        save_atomic(
-                            {
-                                "model_config": ecfg.to_dict(),
-                                "model": module.deployable_state(),
-                                "distance": objective.distance,
-                                "preprocess": preprocess_spec(cfg).to_dict(),
-                                "train_config": cfg.to_dict(),
-                                "step": state.step,
-                                "val_acc": val_acc,
-                            },
-                            run_dir / "best.pt",
-                        )
+                        save_best(val_acc)
                     else:
                         state.stale_evals += 1
                 mean_loss, mean_acc = (float(np.mean(v)) for v in zip(*window, strict=True))
@@ -395,18 +397,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         in_sync = bool(torch.equal(lo, hi))
     if is_main:
         if val_set is None:  # nothing to select on: the final weights are the best we have
-            save_atomic(
-                {
-                    "model_config": ecfg.to_dict(),
-                    "model": module.deployable_state(),
-                    "distance": objective.distance,
-                    "preprocess": preprocess_spec(cfg).to_dict(),
-                    "train_config": cfg.to_dict(),
-                    "step": state.step,
-                    "val_acc": math.nan,
-                },
-                run_dir / "best.pt",
-            )
+            save_best(math.nan)
         metrics = {
             "finished": finished,
             "command": command,
