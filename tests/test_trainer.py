@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -118,3 +119,29 @@ def test_ddp_two_cpu_processes_with_gloo(glyph_folder: Path, tmp_path: Path) -> 
     assert metrics["world_size"] == 2
     assert metrics["ranks_in_sync"] is True  # every parameter identical on both ranks after training
     assert metrics["steps"] == 6
+
+
+@pytest.mark.parametrize(
+    ("objective", "sampler", "net"),
+    [
+        ("koch", "m_per_class", "koch"),
+        ("koch", "pairs", "convnet"),
+        ("contrastive", "m_per_class", "convnet"),
+        ("contrastive", "pairs", "convnet"),
+        ("triplet", "m_per_class", "convnet"),
+        ("normsoftmax", "m_per_class", "convnet"),
+        ("arcface", "m_per_class", "convnet"),
+    ],
+)
+def test_every_objective_trains(glyph_folder: Path, tmp_path: Path, objective: str, sampler: str, net: str) -> None:
+    over = tiny(glyph_folder, tmp_path, objective=objective, sampler=sampler, net=net, steps=4, val_every=2,
+                classes_per_batch=3, m_per_class=3, pairs=8, koch_kernels="4,3,2,2", koch_channels="8,8,8,8",
+                koch_hidden=16, image_size=35 if net == "koch" else 28)  # fmt: skip
+    run = train(resolve(overrides=over))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["finished"]
+    assert all(math.isfinite(h["loss"]) for h in metrics["history"])
+    ckpt = torch.load(run / "best.pt", weights_only=False)
+    assert ckpt["distance"] == {"koch": "l1", "contrastive": "euclidean", "triplet": "euclidean"}.get(
+        objective, "cosine"
+    )
