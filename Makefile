@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXPERIMENT ?= experiments/omniglot_best.toml
-RUN ?= runs/omniglot-best
+RUN ?= runs/$(shell sed -n 's/^name *= *"\(.*\)"/\1/p' $(EXPERIMENT))
 ARTIFACT ?= omniglot
 
 .PHONY: install train test lint format bench-omniglot clean
@@ -22,7 +22,7 @@ install: $(STAMP)
 
 train: $(STAMP)
 	$(PY) -m training train --config $(EXPERIMENT)
-	$(PY) -m training export --run $(RUN) --name $(ARTIFACT)
+	$(PY) -m training export --run $(RUN) --name $(ARTIFACT) --tta-shift 2
 	$(PY) -m training evaluate --artifact model/artifacts/$(ARTIFACT)
 
 test: $(STAMP)

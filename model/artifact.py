@@ -92,14 +92,25 @@ class Artifact:
                 raise ArtifactError(f"artifact {self.path} has no {f.name}")
         try:
             self.card = ModelCard.from_dict(json.loads(card_file.read_text()))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ArtifactError(f"{card_file}: {e}") from e
+        except ArtifactError:
+            raise
+        except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
+            raise ArtifactError(f"{card_file}: {type(e).__name__}: {e}") from e
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.card.io["input"]
         self.output_name = self.card.io["output"]
+        # The card and the graph must agree, or every embedding served would be silently wrong.
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if self.input_name not in inputs or self.output_name not in outputs:
+            raise ArtifactError(f"card names {self.card.io} but the graph has inputs {list(inputs)} "
+                                f"and outputs {list(outputs)}")  # fmt: skip
+        width = outputs[self.output_name].shape[-1]
+        if isinstance(width, int) and width != self.card.embedding_dim:
+            raise ArtifactError(f"card says embedding_dim {self.card.embedding_dim}, the graph outputs {width}")
         self.distance = distances.get(self.card.distance)
         self.spec = self.card.spec
         LOG.info(

@@ -84,6 +84,10 @@ class EmbedderConfig:
     scaled: bool = False
     tta_shift: int = 0
 
+    def __post_init__(self) -> None:
+        if self.tta_shift < 0:
+            raise ValueError(f"tta_shift must be >= 0, got {self.tta_shift}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -131,6 +131,20 @@ def test_card_round_trip_and_validation(tmp_path: Path) -> None:
         load_artifact(tmp_path)
 
 
+def test_card_that_disagrees_with_the_graph_is_refused(tmp_path: Path, koch_net: Embedder) -> None:
+    folder = write_artifact(koch_net, tmp_path / "k", distance="l1")
+    good = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**good, "embedding_dim": 99}))
+    with pytest.raises(ArtifactError, match="embedding_dim 99"):
+        load_artifact(folder)
+    (folder / "card.json").write_text(json.dumps({**good, "io": {"input": "pixels", "output": "embeddings"}}))
+    with pytest.raises(ArtifactError, match="graph has inputs"):
+        load_artifact(folder)
+    (folder / "card.json").write_text(json.dumps({**good, "preprocess": {"channels": 1}}))
+    with pytest.raises(ArtifactError, match="KeyError"):
+        load_artifact(folder)
+
+
 def test_artifact_refuses_images_of_the_wrong_shape(tmp_path: Path, koch_net: Embedder) -> None:
     art = load_artifact(write_artifact(koch_net, tmp_path / "k", distance="l1"))
     with pytest.raises(ValueError, match="expected N×1×28×28"):

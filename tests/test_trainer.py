@@ -75,12 +75,19 @@ def test_early_stopping_after_patience_evaluations(glyph_folder: Path, tmp_path:
     assert metrics["early_stopped"]
     assert metrics["steps"] == 12  # best at step 4, stale at 8 and 12
     assert metrics["best_step"] == 4
+    # The same command again must not train on past the early stop.
+    again = train(resolve(overrides=tiny(glyph_folder, tmp_path, steps=40, patience=2, val_min_delta=1.0)))
+    assert json.loads((again / "metrics.json").read_text())["steps"] == 12
 
 
-def test_interrupted_run_resumes_to_the_same_weights(glyph_folder: Path, tmp_path: Path) -> None:
-    straight = train(resolve(overrides=tiny(glyph_folder, tmp_path / "a")))
+KOCH = {"objective": "koch", "sampler": "m_per_class", "classes_per_batch": 3, "m_per_class": 3}
+
+
+@pytest.mark.parametrize("objective", [{}, KOCH], ids=["proto", "koch-random-negatives"])
+def test_interrupted_run_resumes_to_the_same_weights(glyph_folder: Path, tmp_path: Path, objective: dict) -> None:
+    straight = train(resolve(overrides=tiny(glyph_folder, tmp_path / "a", **objective)))
     # A run stopped by its time budget at its first checkpoint, then started again with the same command.
-    cut = tiny(glyph_folder, tmp_path / "b", max_minutes=1e-9)
+    cut = tiny(glyph_folder, tmp_path / "b", max_minutes=1e-9, **objective)
     train(resolve(overrides=cut))
     assert json.loads((tmp_path / "b" / "tiny" / "metrics.json").read_text())["steps"] == 4
     resumed = train(resolve(overrides={**cut, "max_minutes": 0.0}))

@@ -73,6 +73,28 @@ def evaluate_checkpoint(path: Path, data_root: Path, n_episodes: int = 1000, tta
     return evaluate_embed(embed, spec, distances.get(ckpt["distance"]), data_root, n_episodes)
 
 
+def evaluate_validation(checkpoint: Path, tta_shift: int = 0, n_episodes: int = 2000) -> dict[str, Any]:
+    """The run's own validation protocol (held-out groups, within-group 20-way 1-shot) on more episodes:
+    the place to choose inference options such as `tta_shift`, away from the test protocols."""
+    import torch
+
+    from training.config import TrainConfig
+    from training.export import load_checkpoint_embedder
+    from training.trainer import load_data, torch_embed_fn
+
+    embedder, ckpt = load_checkpoint_embedder(checkpoint, tta_shift)
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()}
+    cfg = TrainConfig(**{**TrainConfig().to_dict(), **saved})
+    _, val = load_data(cfg)
+    if val is None:
+        raise ValueError(f"{checkpoint} was trained without held-out validation groups")
+    emb = evaluate.embed_all(torch_embed_fn(embedder, torch.device("cpu")), val.images)
+    n_way = min(cfg.val_way, val.num_classes)
+    groups = val.groups if cfg.data == "omniglot" else None
+    acc = evaluate.episodes(emb, val.labels, n_way, 1, 1, n_episodes, distances.get(ckpt["distance"]), 99, groups)
+    return {"validation": {"accuracy": acc.mean, "ci95": acc.ci95, "trials": acc.trials}}
+
+
 def evaluate_pixels(data_root: Path, n_episodes: int = 1000, size: int = 28) -> dict[str, Any]:
     """Raw-pixel 1-nearest-neighbour (Euclidean) at `size`×`size`: the floor every method must clear."""
     spec = PreprocessSpec(size=(size, size))

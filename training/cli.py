@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--episodes", type=int, default=1000)
     p_eval.add_argument("--json", type=Path, help="also write the results here")
     p_eval.add_argument("--tta-shift", type=int, default=0, help="with --checkpoint: test-time shift averaging")
+    p_eval.add_argument(
+        "--validation",
+        action="store_true",
+        help="with --checkpoint: score the run's held-out validation groups instead "
+        "(within-group 20-way 1-shot, 2,000 episodes): where inference options are chosen",
+    )
 
     p_exp = sub.add_parser("export", help="write model/artifacts/<name>/{model.onnx, card.json}")
     p_exp.add_argument("--run", type=Path, required=True, help="run folder holding best.pt")
@@ -61,13 +68,25 @@ def main(argv: list[str] | None = None) -> int:
             cfg = resolve(args.config, overrides_from_args(args))
         except (ValueError, FileNotFoundError) as e:
             parser.error(str(e))
-        run_dir = train(cfg, command="python -m training " + " ".join(shlex.quote(a) for a in argv))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        launcher = f"torchrun --nproc_per_node {world} -m training" if world > 1 else "python -m training"
+        run_dir = train(cfg, command=f"{launcher} " + " ".join(shlex.quote(a) for a in argv))
         metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
         print(f"run folder: {run_dir}  best validation accuracy: {metrics.get('best_val_acc', float('nan')):.4f}")
         return 0
 
     if args.command == "evaluate":
-        from training.benchmark import evaluate_source, format_results
+        from training.benchmark import evaluate_source, evaluate_validation, format_results
+
+        if args.tta_shift and args.checkpoint is None:
+            parser.error("--tta-shift applies to --checkpoint (an artifact's shifts are in its graph)")
+        if args.tta_shift < 0:
+            parser.error("--tta-shift must be >= 0")
+        if args.validation:
+            if args.checkpoint is None:
+                parser.error("--validation needs --checkpoint")
+            print(format_results(evaluate_validation(args.checkpoint, args.tta_shift)))
+            return 0
 
         results = evaluate_source(
             args.checkpoint, args.artifact, args.pixels, args.data_root, args.episodes, args.tta_shift

@@ -30,7 +30,7 @@ class TrainConfig:
     cache_dir: str = ".cache"
     image_size: int = 28
     resample: str = "box"
-    rotations: bool = True  # Omniglot: each 90° rotation of a character is a new class
+    rotations: bool = True  # Omniglot only: each 90° rotation of a character is a new class
     augment: bool = True  # Koch's affine distortions
     val_groups: int = 4  # groups (Omniglot alphabets; folder: identities) held out for early stopping
     # --- net
@@ -80,8 +80,25 @@ class TrainConfig:
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
-        if self.steps < 1 or self.lr <= 0:
-            raise ValueError("steps must be >= 1 and lr > 0")
+        positive = {
+            "steps": self.steps,
+            "val_every": self.val_every,
+            "val_episodes": self.val_episodes,
+            "k_shot": self.k_shot,
+            "q_query": self.q_query,
+            "image_size": self.image_size,
+            "classes_per_batch": self.classes_per_batch,
+            "pairs": self.pairs,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+        if self.n_way < 2 or self.val_way < 2:
+            raise ValueError("n_way and val_way must be >= 2")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.widths:
+            raise ValueError("widths needs at least one block")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -117,13 +117,30 @@ def export_run(
         )
         (tmp_dir / "card.json").write_text(card.to_json())
         # Measure what serving will run: the ONNX graph through model.artifact.
-        results = evaluate_artifact(load_artifact(tmp_dir), data_root, episodes)
         card_dict = json.loads(card.to_json())
-        card_dict["metrics"] = results
+        if cfg["data"] == "omniglot":
+            card_dict["metrics"] = evaluate_artifact(load_artifact(tmp_dir), data_root, episodes)
+        else:  # no standard protocol for an arbitrary identity folder: say so rather than invent one
+            card_dict["metrics"] = {"validation": {"protocol": run_metrics.get("validation", ""),
+                                                   "accuracy": run_metrics.get("best_val_acc")}}  # fmt: skip
+        if ckpt.get("head_bias") is not None:
+            card_dict["thresholds"] = {
+                "koch_head": {
+                    "distance": ckpt["head_bias"],
+                    "meaning": "Koch's learned head: p(same) = sigmoid(distance_threshold - l1 distance); "
+                    "pairs closer than this threshold have p(same) > 0.5",
+                    "fitted_on": "training pairs (the head's bias, learned with the net)",
+                }
+            }
         (tmp_dir / "card.json").write_text(json.dumps(card_dict, indent=2) + "\n")
+        tmp_dir.chmod(0o755)  # mkdtemp made it owner-only; an artifact is meant to be read by others
+        # Swap by renames (same filesystem): a failure at any point leaves a complete artifact behind.
+        old = dest.with_name(dest.name + ".old")
         if dest.exists():
-            shutil.rmtree(dest)
-        shutil.copytree(tmp_dir, dest)
-        dest.chmod(0o755)  # mkdtemp made the folder owner-only; an artifact is meant to be read by others
+            dest.rename(old)
+        tmp_dir.rename(dest)
+        tmp_dir.mkdir()  # TemporaryDirectory cleans up a folder at its own path
+        if old.exists():
+            shutil.rmtree(old)
     LOG.info("exported %s", dest)
     return dest

@@ -33,6 +33,8 @@ from training.config import TrainConfig
 from training.data import ImageSet, split_by_group
 from training.data.folder import load_identity_folder
 from training.data.omniglot import load_omniglot
+from training.distances import to_pml
+from training.losses import KochLoss
 from training.objectives import Objective, build_objective
 
 LOG = logging.getLogger(__name__)
@@ -50,8 +52,12 @@ class TrainModule(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.embedder(x)
-        tuples = self.miner(emb, y) if self.miner is not None else None
-        return self.loss(emb.float(), y, tuples), emb
+        # Mining and the loss in float32 even under bf16 autocast: margins, prototype means and
+        # softmax logits at scale 64 lose too much in bf16.
+        with torch.autocast(emb.device.type, enabled=False):
+            emb = emb.float()
+            tuples = self.miner(emb, y) if self.miner is not None else None
+            return self.loss(emb, y, tuples), emb
 
     def deployable_state(self) -> dict[str, torch.Tensor]:
         """The embedder's state with a learned loss-side scale (Koch's α) folded into `scale`."""
@@ -71,6 +77,7 @@ class RunState:
     stale_evals: int = 0
     elapsed_s: float = 0.0
     images_seen: int = 0
+    early_stopped: bool = False  # a finished run started again must not train on
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -97,7 +104,7 @@ def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
     else:
         full = load_identity_folder(Path(cfg.data_root), spec, min_per_class=2)
     train, val = split_by_group(full, cfg.val_groups, cfg.seed) if cfg.val_groups else (full, None)
-    if cfg.rotations:
+    if cfg.rotations and cfg.data == "omniglot":  # a rotated face is not another person
         train = train.with_rotations()
     return train, val
 
@@ -209,11 +216,9 @@ def hardware(device: torch.device) -> str:
 def batch_nn_accuracy(emb: torch.Tensor, y: torch.Tensor, distance: str) -> float:
     """Leave-one-out 1-NN accuracy inside the batch: a cheap, objective-independent progress signal."""
     with torch.no_grad():
-        e = emb.float()
-        if distance == "cosine":
-            d = -nn.functional.normalize(e, dim=1) @ nn.functional.normalize(e, dim=1).T
-        else:
-            d = torch.cdist(e, e, p=1.0 if distance == "l1" else 2.0)
+        measure = to_pml(distance)
+        d = measure(emb.float())
+        d = -d if measure.is_inverted else d  # similarities: larger is closer
         d.fill_diagonal_(float("inf"))
         return (y[d.argmin(1)] == y).float().mean().item()
 
@@ -226,6 +231,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     # --- processes and device
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", "0"))
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device = cuda, but torch sees no CUDA device (use device = auto or cpu)")
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")
@@ -239,7 +246,12 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # --- data, net, objective, sampler, optimiser
+    # Rank 0 builds the dataset cache alone; the others read it once it is complete.
+    if distributed and not is_main:
+        dist.barrier()
     train_set, val_set = load_data(cfg)
+    if distributed and is_main:
+        dist.barrier()
     images = torch.from_numpy(train_set.images).to(device)  # uint8 on the device: 4× smaller than float
     labels = torch.from_numpy(train_set.labels).to(device)
     probe = embedder_config(cfg, (False, False))
@@ -261,6 +273,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
 
     # --- resume
     state = RunState()
+    miner_rng: torch.Generator | None = getattr(module.miner, "generator", None)  # random negatives
     last = run_dir / "last.pt"
     if last.is_file():
         ckpt = torch.load(last, map_location=device, weights_only=False)
@@ -273,6 +286,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         state = RunState(**ckpt["state"])
+        if miner_rng is not None and ckpt.get("miner_rng") is not None:
+            miner_rng.set_state(ckpt["miner_rng"])
         LOG.info("resumed %s at step %d", run_dir, state.step)
     if is_main:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -286,6 +301,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                     "scheduler": sched.state_dict(),
                     "state": state.__dict__,
                     "train_config": cfg.to_dict(),
+                    "miner_rng": miner_rng.get_state() if miner_rng is not None else None,
                 },
                 last,
             )
@@ -300,6 +316,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             "train_config": cfg.to_dict(),
             "step": state.step,
             "val_acc": val_acc,
+            # Koch's head: p(same) = σ(bias − d) on the folded L1 distance, so d = bias is p = 0.5.
+            "head_bias": float(module.loss.bias) if isinstance(module.loss, KochLoss) else None,
         }
         save_atomic(best, run_dir / "best.pt")
 
@@ -309,7 +327,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     started = time.time()
     elapsed_before = state.elapsed_s
     bar = tqdm(total=cfg.steps, initial=state.step, desc=cfg.name, disable=not is_main, dynamic_ncols=True)
-    stop = False
+    stop = state.early_stopped
     window: list[tuple[float, float]] = []
     tick, seen_at_tick = time.time(), 0
     model.train()
@@ -372,6 +390,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                     flag = torch.tensor([stop, out_of_time], dtype=torch.int32, device=device)
                     dist.broadcast(flag, 0)
                     stop, out_of_time = bool(flag[0]), bool(flag[1])
+                state.early_stopped = stop
                 checkpoint()
                 if out_of_time:
                     LOG.info("max_minutes reached at step %d; run the same command again to resume", state.step)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ def load_omniglot(
     labels = np.array([class_id[c] for c in cls], dtype=np.int64)
     groups = np.array([group_id[c.split("/")[0]] for c in cls], dtype=np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # unique: concurrent builders never share it
     np.savez(
         tmp,
         images=images,
