@@ -26,9 +26,16 @@ sys.path.insert(0, str(REPO))
 from training.benchmark import evaluate_artifact, evaluate_checkpoint, evaluate_pixels  # noqa: E402
 from training.trainer import cpu_name  # noqa: E402
 
-# (experiment file, row label, the paper's figure on Lake's 400 trials where the paper reports one)
+# (experiment file, row label, the paper's figure on Lake's 400 trials where the paper reports one, test-time
+# shift radius: chosen on the run's validation alphabets with `python -m training evaluate --validation`)
 EXPERIMENTS = [
     ("omniglot_koch.toml", "Koch Siamese (L1 + sigmoid, BCE), Koch net 35×35 (reduced)", "92.0 (Koch 2015, 105×105)"),
+    (
+        "omniglot_koch.toml",
+        "Koch Siamese, Koch net 35×35 (reduced), + test-time shifts ±2 px",
+        "92.0 (Koch 2015, 105×105)",
+        2,
+    ),
     ("omniglot_contrastive.toml", "Contrastive, Conv-4 28×28", "—"),
     ("omniglot_triplet.toml", "Triplet, semi-hard mining, Conv-4 28×28", "—"),
     ("omniglot_proto.toml", "Prototypical (60-way episodes), Conv-4 28×28", "—"),
@@ -49,16 +56,16 @@ def run_name(exp: Path) -> str:
     return tomllib.loads(exp.read_text())["name"]
 
 
-def cached_results(checkpoint: Path, args: argparse.Namespace) -> dict:
-    """The suite's results for a checkpoint, reused from `bench.json` beside it while the checkpoint and
-    the episode count are unchanged (evaluating one checkpoint takes minutes on a CPU)."""
-    cache = checkpoint.with_name("bench.json")
+def cached_results(checkpoint: Path, args: argparse.Namespace, tta_shift: int) -> dict:
+    """The suite's results for a checkpoint, reused from `bench[-ttaN].json` beside it while the checkpoint
+    and the episode count are unchanged (evaluating one checkpoint takes minutes on a CPU)."""
+    cache = checkpoint.with_name(f"bench-tta{tta_shift}.json" if tta_shift else "bench.json")
     key = {"checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns, "episodes": args.episodes}
     if cache.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
             return saved["results"]
-    results = evaluate_checkpoint(checkpoint, args.data_root, args.episodes)
+    results = evaluate_checkpoint(checkpoint, args.data_root, args.episodes, tta_shift)
     cache.write_text(json.dumps({"key": key, "results": results}, indent=2))
     return results
 
@@ -81,7 +88,7 @@ def main() -> int:
     rows = []
     pixels = evaluate_pixels(args.data_root, args.episodes)
     rows.append(("Pixels, 1-nearest-neighbour (Euclidean, 28×28)", pixels, "—", "—", "21.7 (1-NN, Lake 2015)"))
-    for exp_file, label, paper in EXPERIMENTS:
+    for exp_file, label, paper, *tta in EXPERIMENTS:
         exp = REPO / "experiments" / exp_file
         run = args.runs / run_name(exp)
         if not args.no_train:
@@ -101,7 +108,7 @@ def main() -> int:
         total = json.loads((run / "config.json").read_text())["steps"]
         done = "" if m["finished"] else f", **unfinished: stopped at {m['steps']} of {total}**"
         train_time = f"{m['train_time_s'] / 60:.0f} min ({m['steps']} steps{done})"
-        results = cached_results(run / "best.pt", args)
+        results = cached_results(run / "best.pt", args, tta[0] if tta else 0)
         rows.append((label, results, train_time, m["hardware"], paper))
         print(f"{label}: Lake {cell(results['lake_runs'])}", file=sys.stderr)
     if (args.artifact / "card.json").is_file():
