@@ -317,7 +317,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             "step": state.step,
             "val_acc": val_acc,
             # Koch's head: p(same) = σ(bias − d) on the folded L1 distance, so d = bias is p = 0.5.
-            "head_bias": float(module.loss.bias) if isinstance(module.loss, KochLoss) else None,
+            "head_bias": float(module.loss.bias.detach()) if isinstance(module.loss, KochLoss) else None,
         }
         save_atomic(best, run_dir / "best.pt")
 
