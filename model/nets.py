@@ -36,6 +36,9 @@ class ConvNetConfig:
             raise ValueError(f"{len(self.widths)} pooling blocks shrink {self.input_size}px to nothing")
         return self.widths[-1] * side * side
 
+    def output_dim(self) -> int:
+        return self.embedding_dim or self.feature_dim()
+
 
 @dataclass(frozen=True)
 class KochNetConfig:
@@ -61,6 +64,9 @@ class KochNetConfig:
             if side < 1:
                 raise ValueError(f"kernels {self.kernels} do not fit a {self.input_size}px input")
         return side
+
+    def output_dim(self) -> int:
+        return self.hidden
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,11 @@ class EmbedderConfig:
         return cfg(**fixed)
 
     @property
+    def embedding_dim(self) -> int:
+        """D of the N×D output, known without building the net."""
+        return self.backbone_dataclass().output_dim()
+
+    @property
     def input_size(self) -> int:
         return self.backbone_dataclass().input_size
 
@@ -126,7 +137,6 @@ class ConvNet(nn.Module):
             c_in = w
         self.features = nn.Sequential(*layers)
         self.proj = nn.Linear(cfg.feature_dim(), cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
-        self.out_dim = cfg.embedding_dim or cfg.feature_dim()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.features(x).flatten(1))
@@ -153,7 +163,6 @@ class KochNet(nn.Module):
         )
         side = cfg.feature_side()
         self.fc = nn.Sequential(nn.Linear(c[3] * side * side, cfg.hidden), nn.Sigmoid())
-        self.out_dim = cfg.hidden
         # PyTorch's default (Kaiming-uniform) initialisation, not the paper's N(0, 1e-2): that one was
         # tuned for the paper's SGD schedule, and under Adam it left the sigmoid features nearly constant
         # (BCE still at ln 2 after 250 steps, measured on the 35x35 variant).
@@ -173,7 +182,7 @@ class Embedder(nn.Module):
         self.config = cfg
         bcfg = cfg.backbone_dataclass()
         self.backbone: nn.Module = ConvNet(bcfg) if isinstance(bcfg, ConvNetConfig) else KochNet(bcfg)
-        self.embedding_dim: int = self.backbone.out_dim  # type: ignore[assignment]
+        self.embedding_dim = cfg.embedding_dim
         # Scale is a buffer, not a parameter: training learns it in the loss head (KochLoss) and
         # export copies it here, so the deployed graph needs no head.
         self.register_buffer("scale", torch.ones(self.embedding_dim))

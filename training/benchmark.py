@@ -80,18 +80,15 @@ def evaluate_validation(checkpoint: Path, tta_shift: int = 0, n_episodes: int = 
 
     from training.config import TrainConfig
     from training.export import load_checkpoint_embedder
-    from training.trainer import load_data, torch_embed_fn
+    from training.trainer import load_data, torch_embed_fn, validation_accuracy
 
     embedder, ckpt = load_checkpoint_embedder(checkpoint, tta_shift)
-    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()}
-    cfg = TrainConfig(**{**TrainConfig().to_dict(), **saved})
+    cfg = TrainConfig.from_saved(ckpt["train_config"])
     _, val = load_data(cfg)
     if val is None:
         raise ValueError(f"{checkpoint} was trained without held-out validation groups")
-    emb = evaluate.embed_all(torch_embed_fn(embedder, torch.device("cpu")), val.images)
-    n_way = min(cfg.val_way, val.num_classes)
-    groups = val.groups if cfg.data == "omniglot" else None
-    acc = evaluate.episodes(emb, val.labels, n_way, 1, 1, n_episodes, distances.get(ckpt["distance"]), 99, groups)
+    embed = torch_embed_fn(embedder, torch.device("cpu"))
+    acc = validation_accuracy(embed, val, cfg, ckpt["distance"], n_episodes, seed=99)
     return {"validation": {"accuracy": acc.mean, "ci95": acc.ci95, "trials": acc.trials}}
 
 

@@ -103,6 +103,13 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> TrainConfig:
+        """A config saved by an earlier run (checkpoint or config.json). A field it lacks was added since,
+        and had its default then; JSON lists become tuples again."""
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+        return cls(**{**cls().to_dict(), **fixed})
+
 
 def _coerce(name: str, typ: Any, value: Any) -> Any:
     """Turn TOML or command-line values into the field's type, or raise a ValueError naming the key."""

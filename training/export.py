@@ -82,6 +82,14 @@ def export_run(
         tmp_dir = Path(tmp)
         export_onnx(embedder, tmp_dir / "model.onnx")
         reduced = cfg["net"] == "koch" and cfg["image_size"] != 105
+        thresholds = {}
+        if ckpt.get("head_bias") is not None:
+            thresholds["koch_head"] = {
+                "distance": ckpt["head_bias"],
+                "meaning": "Koch's learned head: p(same) = sigmoid(distance_threshold - l1 distance); "
+                "pairs closer than this threshold have p(same) > 0.5",
+                "fitted_on": "training pairs (the head's bias, learned with the net)",
+            }
         card = ModelCard(
             name=name,
             version=version,
@@ -99,6 +107,7 @@ def export_run(
                 "terms": OMNIGLOT_TERMS if cfg["data"] == "omniglot" else "as the training images' terms",
             },
             command=command,
+            thresholds=thresholds,
             training={
                 "objective": cfg["objective"],
                 "net": cfg["net"] + (" (reduced resolution)" if reduced else ""),
@@ -115,24 +124,14 @@ def export_run(
                 "config": cfg,
             },
         )
-        (tmp_dir / "card.json").write_text(card.to_json())
+        (tmp_dir / "card.json").write_text(card.to_json())  # load_artifact below reads it
         # Measure what serving will run: the ONNX graph through model.artifact.
-        card_dict = json.loads(card.to_json())
         if cfg["data"] == "omniglot":
-            card_dict["metrics"] = evaluate_artifact(load_artifact(tmp_dir), data_root, episodes)
+            metrics = evaluate_artifact(load_artifact(tmp_dir), data_root, episodes)
         else:  # no standard protocol for an arbitrary identity folder: say so rather than invent one
-            card_dict["metrics"] = {"validation": {"protocol": run_metrics.get("validation", ""),
-                                                   "accuracy": run_metrics.get("best_val_acc")}}  # fmt: skip
-        if ckpt.get("head_bias") is not None:
-            card_dict["thresholds"] = {
-                "koch_head": {
-                    "distance": ckpt["head_bias"],
-                    "meaning": "Koch's learned head: p(same) = sigmoid(distance_threshold - l1 distance); "
-                    "pairs closer than this threshold have p(same) > 0.5",
-                    "fitted_on": "training pairs (the head's bias, learned with the net)",
-                }
-            }
-        (tmp_dir / "card.json").write_text(json.dumps(card_dict, indent=2) + "\n")
+            metrics = {"validation": {"protocol": run_metrics.get("validation", ""),
+                                      "accuracy": run_metrics.get("best_val_acc")}}  # fmt: skip
+        (tmp_dir / "card.json").write_text(dataclasses.replace(card, metrics=metrics).to_json())
         tmp_dir.chmod(0o755)  # mkdtemp made it owner-only; an artifact is meant to be read by others
         # Swap by renames (same filesystem): a failure at any point leaves a complete artifact behind.
         old = dest.with_name(dest.name + ".old")
