@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from model import distances
+from model.calibration import Calibration
 from model.preprocess import PreprocessSpec, prepare_batch
 
 LOG = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, Any] = field(default_factory=dict)
     io: dict[str, Any] = field(default_factory=lambda: {"input": "images", "output": "embeddings"})
+    # Face models only: how a photo becomes the aligned crop `preprocess` starts from. `align` is a
+    # `model.faces.AlignSpec` dict, `detector` {"name", "params"}, `min_face` the smallest usable box side.
+    face: dict[str, Any] = field(default_factory=dict)
     schema: int = CARD_SCHEMA
 
     def __post_init__(self) -> None:
@@ -54,6 +58,23 @@ class ModelCard:
         PreprocessSpec.from_dict(self.preprocess)  # raises on a malformed spec
         if self.embedding_dim < 1:
             raise ArtifactError(f"embedding_dim must be positive, got {self.embedding_dim}")
+        if "verification" in self.thresholds:
+            cal = self.calibration
+            if cal is not None and cal.distance != self.distance:
+                raise ArtifactError(f"calibration is for {cal.distance}, the card's distance is {self.distance}")
+        if self.face:
+            from model.faces import AlignSpec  # OpenCV: only for face cards
+
+            missing = {"align", "detector", "min_face"} - set(self.face)
+            if missing:
+                raise ArtifactError(f"card's face block lacks {sorted(missing)}")
+            AlignSpec.from_dict(self.face["align"])  # raises on a malformed spec
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The verification thresholds and score mapping (face models), or None."""
+        d = self.thresholds.get("verification")
+        return Calibration.from_dict(d) if d is not None else None
 
     @property
     def spec(self) -> PreprocessSpec:

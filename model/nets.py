@@ -70,16 +70,57 @@ class KochNetConfig:
 
 
 @dataclass(frozen=True)
+class ResNetConfig:
+    """A compact residual face embedder: conv3×3 stem, then stages of improved residual blocks
+    (BN → conv3×3 → BN → PReLU → conv3×3 → BN, + shortcut; Deng et al. 2019's "IR" block), the first block
+    of every stage halving the side, then ArcFace's "E" output: BN → dropout → flatten → linear → BN.
+
+    Flatten rather than global pooling: on aligned faces *where* a feature is (an eye, the mouth) is part
+    of who it is. At 64×64 with the defaults the last map is 128×4×4 (stem stride 2, three stages).
+    """
+
+    in_channels: int = 1
+    input_size: int = 64
+    stem_width: int = 32
+    stem_stride: int = 2
+    widths: tuple[int, ...] = (48, 96, 128)
+    blocks: tuple[int, ...] = (1, 2, 1)
+    embedding_dim: int = 128
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if len(self.widths) != len(self.blocks) or not self.widths:
+            raise ValueError(f"widths {self.widths} and blocks {self.blocks} must be non-empty and match")
+        if min(self.blocks) < 1:
+            raise ValueError(f"every stage needs >= 1 block, got {self.blocks}")
+
+    def feature_side(self) -> int:
+        side = self.input_size // self.stem_stride
+        for _ in self.widths:
+            side = (side + 1) // 2
+        if side < 1:
+            raise ValueError(f"{len(self.widths)} stages shrink {self.input_size}px to nothing")
+        return side
+
+    def output_dim(self) -> int:
+        return self.embedding_dim
+
+
+@dataclass(frozen=True)
 class EmbedderConfig:
     """What serving needs to rebuild an embedder: the backbone, its config, and the output transform.
 
-    backbone: "convnet" or "koch". mean/std: input normalisation done inside the graph.
+    backbone: "convnet", "koch" or "resnet". mean/std: input normalisation done inside the graph.
     l2_normalize: unit-length outputs (cosine objectives). scaled: a per-dimension non-negative scale
     is applied last (Koch's weighted-L1 head folded in, so plain L1 on outputs equals the head's distance).
     tta_shift: test-time augmentation, set at export and never in training. If s > 0 the embedding is the
     mean over the (2s+1)² copies of the image shifted by -s..s pixels on each axis (zero fill): the graph
     does (2s+1)² times the work, for robustness to where a drawer put a stroke (+3.75 points on Lake's
     runs at s = 2 for Conv-4, measured).
+    tta_flip: test-time mirror averaging, also set at export: the embedding is the mean over the image and
+    its left-right mirror (faces: a mirrored face is the same person), each embedded as usual, the mean
+    L2-normalised again when the embedder normalises.
+    Combined with tta_shift, every shifted copy is mirrored too.
     """
 
     backbone: str = "convnet"
@@ -89,6 +130,7 @@ class EmbedderConfig:
     l2_normalize: bool = False
     scaled: bool = False
     tta_shift: int = 0
+    tta_flip: bool = False
 
     def __post_init__(self) -> None:
         if self.tta_shift < 0:
@@ -101,8 +143,8 @@ class EmbedderConfig:
     def from_dict(cls, d: dict[str, Any]) -> EmbedderConfig:
         return cls(**d)
 
-    def backbone_dataclass(self) -> ConvNetConfig | KochNetConfig:
-        kinds = {"convnet": ConvNetConfig, "koch": KochNetConfig}
+    def backbone_dataclass(self) -> ConvNetConfig | KochNetConfig | ResNetConfig:
+        kinds = {"convnet": ConvNetConfig, "koch": KochNetConfig, "resnet": ResNetConfig}
         if self.backbone not in kinds:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {sorted(kinds)}")
         cfg = kinds[self.backbone]
@@ -171,6 +213,58 @@ class KochNet(nn.Module):
         return self.fc(self.features(x).flatten(1))
 
 
+class IRBlock(nn.Module):
+    """BN → conv3×3(stride) → BN → PReLU → conv3×3 → BN, plus a shortcut (1×1 conv + BN when the shape
+    changes). (N, C_in, S, S) -> (N, C_out, ceil(S / stride), ceil(S / stride))."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(c_in),
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.PReLU(c_out),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.shortcut: nn.Module = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+class ResNet(nn.Module):
+    """See ResNetConfig. (N, C, S, S) -> (N, embedding_dim)."""
+
+    def __init__(self, cfg: ResNetConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(cfg.in_channels, cfg.stem_width, 3, cfg.stem_stride, 1, bias=False),
+            nn.BatchNorm2d(cfg.stem_width),
+            nn.PReLU(cfg.stem_width),
+        ]
+        c_in = cfg.stem_width
+        for width, n in zip(cfg.widths, cfg.blocks, strict=True):
+            layers += [IRBlock(c_in if i == 0 else width, width, 2 if i == 0 else 1) for i in range(n)]
+            c_in = width
+        self.features = nn.Sequential(*layers)
+        side = cfg.feature_side()
+        self.head = nn.Sequential(
+            nn.BatchNorm2d(c_in),
+            nn.Dropout(cfg.dropout),
+            nn.Flatten(),
+            nn.Linear(c_in * side * side, cfg.embedding_dim),
+            nn.BatchNorm1d(cfg.embedding_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 class Embedder(nn.Module):
     """Input normalisation → backbone → optional scale → optional L2 normalisation.
 
@@ -181,19 +275,29 @@ class Embedder(nn.Module):
         super().__init__()
         self.config = cfg
         bcfg = cfg.backbone_dataclass()
-        self.backbone: nn.Module = ConvNet(bcfg) if isinstance(bcfg, ConvNetConfig) else KochNet(bcfg)
+        self.backbone: nn.Module
+        if isinstance(bcfg, ConvNetConfig):
+            self.backbone = ConvNet(bcfg)
+        elif isinstance(bcfg, KochNetConfig):
+            self.backbone = KochNet(bcfg)
+        else:
+            self.backbone = ResNet(bcfg)
         self.embedding_dim = cfg.embedding_dim
         # Scale is a buffer, not a parameter: training learns it in the loss head (KochLoss) and
         # export copies it here, so the deployed graph needs no head.
         self.register_buffer("scale", torch.ones(self.embedding_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.config.tta_shift
-        if s == 0:
+        s, flip = self.config.tta_shift, self.config.tta_flip
+        if s == 0 and not flip:
             return self._embed(x)
-        h, w = x.shape[2], x.shape[3]
-        padded = nn.functional.pad(x, (s, s, s, s))
-        views = [padded[:, :, dy : dy + h, dx : dx + w] for dy in range(2 * s + 1) for dx in range(2 * s + 1)]
+        views = [x]
+        if s:
+            h, w = x.shape[2], x.shape[3]
+            padded = nn.functional.pad(x, (s, s, s, s))
+            views = [padded[:, :, dy : dy + h, dx : dx + w] for dy in range(2 * s + 1) for dx in range(2 * s + 1)]
+        if flip:
+            views += [v.flip(3) for v in views]
         z = self._embed(torch.cat(views)).reshape(len(views), -1, self.embedding_dim).mean(0)
         return nn.functional.normalize(z, dim=1) if self.config.l2_normalize else z
 

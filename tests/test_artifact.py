@@ -63,11 +63,25 @@ def koch_net() -> Embedder:
     return net.eval()
 
 
-@pytest.mark.parametrize(("l2", "tta"), [(False, 0), (True, 0), (False, 2)])
-def test_onnx_matches_torch(tmp_path: Path, l2: bool, tta: int) -> None:
+@pytest.mark.parametrize(
+    ("backbone", "l2", "tta", "flip"),
+    [
+        ("convnet", False, 0, False),
+        ("convnet", True, 0, False),
+        ("convnet", False, 2, False),
+        ("resnet", True, 0, True),
+    ],
+)
+def test_onnx_matches_torch(tmp_path: Path, backbone: str, l2: bool, tta: int, flip: bool) -> None:
     torch.manual_seed(0)
-    cfg = EmbedderConfig("convnet", {"input_size": 28, "widths": (8, 8, 8)}, l2_normalize=l2, tta_shift=tta)
+    bb = {"input_size": 28, "widths": (8, 8, 8)} | ({"blocks": (1, 2, 1)} if backbone == "resnet" else {})
+    cfg = EmbedderConfig(backbone, bb, l2_normalize=l2, tta_shift=tta, tta_flip=flip)
     net = Embedder(cfg).eval()
+    if backbone == "resnet":  # non-trivial batch-norm statistics, so that eval mode is really exercised
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
     art = load_artifact(write_artifact(net, tmp_path / "a"))
     x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
     np.testing.assert_allclose(art.embed(x), net(torch.from_numpy(x)).detach().numpy(), atol=1e-5)

@@ -1,6 +1,10 @@
-"""Koch et al.'s affine distortions, applied to a whole batch on its device.
+"""Training-time augmentation, applied to a whole batch on its device: Koch et al.'s affine distortions
+for characters, and a face variant (milder geometry, mirror images, lighting) for faces.
 
-Each image gets T = (rotation θ, shear ρx ρy, scale sx sy, translation tx ty), each component drawn
+Every augmentation is `(x float N×C×H×W in [0, 1], generator) -> same shape`, drawing all its randomness
+from `generator`, so that the trainer can reseed it per step and a resumed run sees the same batches.
+
+Koch's: each image gets T = (rotation θ, shear ρx ρy, scale sx sy, translation tx ty), each component drawn
 with probability `p` (else the identity), θ ∈ [-10°, 10°], ρ ∈ [-0.3, 0.3], s ∈ [0.8, 1.2],
 t ∈ [-2, 2] px at 105×105 (expressed here as a fraction of the image side, so it scales with size).
 """
@@ -8,10 +12,15 @@ t ∈ [-2, 2] px at 105×105 (expressed here as a fraction of the image side, so
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from training.config import TrainConfig
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -21,6 +30,7 @@ class AffineAugment:
     scale: tuple[float, float] = (0.8, 1.2)
     translate: float = 2.0 / 105.0
     p: float = 0.5
+    padding: str = "zeros"  # grid_sample's padding_mode: zeros (ink on paper) or border (photos)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """x: float N×C×H×W -> same shape, each image distorted independently (zeros fill the border)."""
@@ -43,4 +53,46 @@ class AffineAugment:
         mat = rot @ shear @ scale
         affine = torch.cat([mat, torch.stack([tx, ty], -1)[..., None]], -1).to(x.device, x.dtype)
         grid = F.affine_grid(affine, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding, align_corners=False)
+
+
+@dataclass(frozen=True)
+class FaceAugment:
+    """For aligned face crops: a mild affine (the aligner already fixed the eyes; this covers its
+    errors), a mirror image half the time, and lighting: brightness, contrast and gamma per image, so
+    that Yale B's harsh side light and LFW's press photos look alike to the net. Borders replicate the
+    edge (a black band would be a cue no real crop has)."""
+
+    affine: AffineAugment = AffineAugment(
+        rotation_deg=10.0, shear=0.05, scale=(0.9, 1.1), translate=0.06, p=0.8, padding="border"
+    )
+    flip: bool = True
+    brightness: float = 0.25  # additive, ± this
+    contrast: float = 0.3  # multiplicative about the image mean, 1 ± this
+    gamma: float = 0.3  # exponent in [1 - g, 1 + g]
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n = x.shape[0]
+        x = self.affine(x, generator)
+
+        def uniform(half_width: float) -> torch.Tensor:
+            v = (torch.rand(n, generator=generator) * 2 - 1) * half_width
+            return v.to(x.device, x.dtype).view(n, 1, 1, 1)
+
+        if self.flip:
+            mirror = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(n, 1, 1, 1)
+            x = torch.where(mirror, x.flip(3), x)
+        x = x.clamp(0, 1).pow(1 + uniform(self.gamma))
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (1 + uniform(self.contrast)) + mean + uniform(self.brightness)
+        return x.clamp(0, 1)
+
+
+def build_augment(cfg: TrainConfig) -> Augment | None:
+    """The augmentation `cfg` asks for, or None: Koch's for Omniglot and identity folders, the face one
+    for faces (with flips as `cfg.hflip` says)."""
+    if not cfg.augment:
+        return None
+    if cfg.data == "faces":
+        return FaceAugment(flip=cfg.hflip)
+    return AffineAugment()

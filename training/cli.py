@@ -20,6 +20,18 @@ from pathlib import Path
 from training.config import add_override_flags, overrides_from_args, resolve
 
 
+def is_face_model(checkpoint: Path | None, artifact: Path | None) -> bool:
+    """Whether the model to evaluate is a face model (its card has a face block, or it trained on faces)."""
+    if artifact is not None:
+        card = artifact / "card.json"
+        return card.is_file() and bool(json.loads(card.read_text()).get("face"))
+    if checkpoint is not None and checkpoint.is_file():
+        import torch
+
+        return torch.load(checkpoint, map_location="cpu", weights_only=False)["train_config"].get("data") == "faces"
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
@@ -40,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--episodes", type=int, default=1000)
     p_eval.add_argument("--json", type=Path, help="also write the results here")
     p_eval.add_argument("--tta-shift", type=int, default=0, help="with --checkpoint: test-time shift averaging")
+    p_eval.add_argument("--tta-flip", action="store_true", help="with --checkpoint: test-time mirror averaging")
     p_eval.add_argument(
         "--validation",
         action="store_true",
@@ -55,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p_exp.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     p_exp.add_argument("--episodes", type=int, default=1000)
     p_exp.add_argument("--tta-shift", type=int, default=0, help="test-time shift averaging in the graph (±px)")
+    p_exp.add_argument("--tta-flip", action="store_true", help="test-time mirror averaging in the graph (faces)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -82,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--tta-shift applies to --checkpoint (an artifact's shifts are in its graph)")
         if args.tta_shift < 0:
             parser.error("--tta-shift must be >= 0")
+        if is_face_model(args.checkpoint, args.artifact):
+            from training.face_eval import evaluate_face_model
+
+            results = evaluate_face_model(args.checkpoint, args.artifact, args.data_root, args.tta_flip)
+            print(json.dumps(results, indent=2))
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2))
+            return 0
         if args.validation:
             if args.checkpoint is None:
                 parser.error("--validation needs --checkpoint")
@@ -100,7 +122,15 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python -m training " + " ".join(shlex.quote(a) for a in argv)
     path = export_run(
-        args.run, args.name, args.version, args.out, args.data_root, args.episodes, command, args.tta_shift
+        args.run,
+        args.name,
+        args.version,
+        args.out,
+        args.data_root,
+        args.episodes,
+        command,
+        args.tta_shift,
+        args.tta_flip,
     )
     print(f"exported {path}")
     return 0

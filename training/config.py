@@ -13,7 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-OBJECTIVES = ("koch", "contrastive", "triplet", "proto", "normsoftmax", "arcface")
+OBJECTIVES = ("koch", "contrastive", "triplet", "proto", "normsoftmax", "arcface", "cosface")
+FACE_SETS = ("lfw", "orl", "yaleb")
 SAMPLERS = ("m_per_class", "episodes", "pairs")
 
 
@@ -25,26 +26,39 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     # --- data
-    data: str = "omniglot"  # omniglot | folder
-    data_root: str = "../shared/data"  # omniglot: the shared data folder; folder: root/<class>/<image>
+    data: str = "omniglot"  # omniglot | folder | faces
+    data_root: str = "../shared/data"  # omniglot, faces: the shared data folder; folder: root/<class>/<image>
     cache_dir: str = ".cache"
     image_size: int = 28
     resample: str = "box"
     rotations: bool = True  # Omniglot only: each 90° rotation of a character is a new class
     augment: bool = True  # Koch's affine distortions
     val_groups: int = 4  # groups (Omniglot alphabets; folder: identities) held out for early stopping
+    channels: int = 1  # input channels: 1 grey, 3 RGB (faces only; Omniglot is 1-bit ink)
+    hflip: bool = False  # random horizontal flips (faces: a mirrored face is the same person)
+    # faces: which sets, and which LFW people training may see ("all"; "view1" = peopleDevTrain only;
+    # "foldK" = every View 2 fold but K, so that fold K can be scored honestly).
+    face_sets: str = "lfw,orl,yaleb"
+    face_protocol: str = "all"
+    holdout_subjects: int = 10  # faces: ORL subjects never trained on, for held-out EER / identification
     # --- net
-    net: str = "convnet"  # convnet | koch
+    net: str = "convnet"  # convnet | koch | resnet
     widths: tuple[int, ...] = (64, 64, 64, 64)
     embedding_dim: int = 0  # convnet: 0 = flattened features, else a linear projection to this size
     koch_channels: tuple[int, ...] = (64, 128, 128, 256)
     koch_kernels: tuple[int, ...] = (10, 7, 4, 4)
     koch_hidden: int = 4096
+    stem_width: int = 32  # resnet
+    stem_stride: int = 2
+    resnet_widths: tuple[int, ...] = (48, 96, 128)
+    resnet_blocks: tuple[int, ...] = (1, 2, 1)
+    dropout: float = 0.2
     # --- objective
     objective: str = "proto"  # one of OBJECTIVES
-    margin: float = 0.2  # contrastive negative margin / triplet margin
+    margin: float = 0.2  # contrastive negative margin / triplet margin / cosface additive margin
     mining: str = "semihard"  # triplet: semihard | hard | all
     temperature: float = 0.05  # normsoftmax
+    softmax_scale: float = 64.0  # arcface, cosface: the logit scale s
     # --- sampler
     sampler: str = "episodes"  # one of SAMPLERS
     n_way: int = 60
@@ -72,8 +86,9 @@ class TrainConfig:
         checks = {
             "objective": (self.objective, OBJECTIVES),
             "sampler": (self.sampler, SAMPLERS),
-            "net": (self.net, ("convnet", "koch")),
-            "data": (self.data, ("omniglot", "folder")),
+            "net": (self.net, ("convnet", "koch", "resnet")),
+            "data": (self.data, ("omniglot", "folder", "faces")),
+            "channels": (self.channels, (1, 3)),
             "device": (self.device, ("auto", "cpu", "cuda")),
             "mining": (self.mining, ("semihard", "hard", "all")),
         }
@@ -99,6 +114,20 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.widths:
             raise ValueError("widths needs at least one block")
+        unknown_sets = set(self.face_set_names) - set(FACE_SETS)
+        if unknown_sets or not self.face_set_names:
+            raise ValueError(f"face_sets must be a comma list of {FACE_SETS}, got {self.face_sets!r}")
+        folds = {f"fold{k}" for k in range(1, 11)}
+        if self.face_protocol not in {"all", "view1"} | folds:
+            raise ValueError(f"face_protocol must be all, view1 or fold1..fold10, got {self.face_protocol!r}")
+        if self.net == "koch" and self.channels != 1:
+            raise ValueError("the Koch net takes one channel")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def face_set_names(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.face_sets.split(",") if s.strip())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

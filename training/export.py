@@ -29,13 +29,13 @@ OMNIGLOT_TERMS = (
 )
 
 
-def load_checkpoint_embedder(path: Path, tta_shift: int = 0) -> tuple[Embedder, dict[str, Any]]:
+def load_checkpoint_embedder(path: Path, tta_shift: int = 0, tta_flip: bool = False) -> tuple[Embedder, dict[str, Any]]:
     """Rebuild the embedder of a `best.pt` from its saved config alone; returns (module in eval mode, ckpt).
 
     tta_shift: test-time shift averaging for the rebuilt module (see EmbedderConfig); weights unchanged.
     """
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = dataclasses.replace(EmbedderConfig.from_dict(ckpt["model_config"]), tta_shift=tta_shift)
+    cfg = dataclasses.replace(EmbedderConfig.from_dict(ckpt["model_config"]), tta_shift=tta_shift, tta_flip=tta_flip)
     embedder = Embedder(cfg)
     embedder.load_state_dict(ckpt["model"])
     return embedder.eval(), ckpt
@@ -59,6 +59,59 @@ def export_onnx(embedder: Embedder, path: Path, opset: int = 18) -> None:
     )
 
 
+FACE_TERMS = (
+    "Trained on LFW (Huang et al. 2007; deep-funneled images, Huang, Mattar, Lee & Learned-Miller 2012; a "
+    "research benchmark from UMass Amherst), AT&T / ORL (credit: Olivetti Research Laboratory; Samaria & Harter "
+    "1994) and Extended Yale B (research use; Georghiades, Belhumeur & Kriegman 2001; Lee, Ho & Kriegman 2005). "
+    "The model inherits their terms: research use, with those citations."
+)
+
+
+def face_training_description(cfg: dict[str, Any]) -> str:
+    protocol = {
+        "all": "every LFW person",
+        "view1": "LFW View 1 training people only (peopleDevTrain.txt: 4,038 people)",
+    }.get(cfg["face_protocol"], f"LFW people of every View 2 fold but {cfg['face_protocol']}")
+    return (
+        f"face sets {cfg['face_sets']} from {cfg['data_root']}, aligned by model.faces (Haar detector); "
+        f"{protocol}; ORL minus {cfg['holdout_subjects']} held-out subjects; Extended Yale B (cropped)"
+    )
+
+
+def face_block() -> dict[str, Any]:
+    """The card's `face` block: the detector and alignment the crops were made with (model.faces defaults)."""
+    from model.faces import DEFAULT_MIN_FACE_SIZE, AlignSpec, HaarParams
+
+    return {
+        "align": AlignSpec().to_dict(),
+        "detector": {"name": "haar", "params": HaarParams().to_dict()},
+        "min_face": DEFAULT_MIN_FACE_SIZE,
+    }
+
+
+def tta_description(tta_shift: int, tta_flip: bool) -> str:
+    parts = []
+    if tta_shift:
+        parts.append(f"mean embedding over {(2 * tta_shift + 1) ** 2} shifts of ±{tta_shift} px")
+    if tta_flip:
+        parts.append("mean over the image and its mirror")
+    return "; ".join(parts) or "none"
+
+
+def measure_face_artifact(
+    artifact: Any, cfg: dict[str, Any], data_root: Path, cache_dir: Path
+) -> tuple[dict[str, Any], Any]:
+    """Face protocols (training.face_eval) measured on the exported graph: (metrics, calibration or None)."""
+    from training.data.face_cache import load_face_crops
+    from training.data.faces import load_lfw_protocol
+    from training.face_eval import EVAL_SETS, face_metrics
+
+    crops = load_face_crops(Path(data_root), Path(cache_dir), EVAL_SETS, channels=cfg["channels"])
+    protocol = load_lfw_protocol(Path(data_root))
+    metrics, calibration, _ = face_metrics(artifact.embed, crops, protocol, cfg, artifact.spec, artifact.card.distance)
+    return metrics, calibration
+
+
 def export_run(
     run_dir: Path,
     name: str,
@@ -68,12 +121,15 @@ def export_run(
     episodes: int,
     command: str,
     tta_shift: int = 0,
+    tta_flip: bool = False,
+    cache_dir: Path = Path(".cache"),
 ) -> Path:
     """Export `run_dir/best.pt` to `out_root/name`, measure it there, write the card. Returns the folder."""
     from training.benchmark import evaluate_artifact
 
-    embedder, ckpt = load_checkpoint_embedder(Path(run_dir) / "best.pt", tta_shift)
+    embedder, ckpt = load_checkpoint_embedder(Path(run_dir) / "best.pt", tta_shift, tta_flip)
     cfg = ckpt["train_config"]
+    faces = cfg["data"] == "faces"
     metrics_file = Path(run_dir) / "metrics.json"
     run_metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     dest = Path(out_root) / name
@@ -99,22 +155,27 @@ def export_run(
             preprocess=ckpt["preprocess"],
             metrics={},
             data={
-                "train": f"{cfg['data']} {cfg['data_root']}: images_background (30 alphabets, 964 characters)"
+                "train": face_training_description(cfg)
+                if faces
+                else f"{cfg['data']} {cfg['data_root']}: images_background (30 alphabets, 964 characters)"
                 if cfg["data"] == "omniglot"
                 else f"identity folder {cfg['data_root']}",
-                "rotations_as_classes": cfg["rotations"],
+                "rotations_as_classes": cfg["rotations"] and cfg["data"] == "omniglot",
                 "validation": run_metrics.get("validation", ""),
-                "terms": OMNIGLOT_TERMS if cfg["data"] == "omniglot" else "as the training images' terms",
+                "terms": FACE_TERMS
+                if faces
+                else OMNIGLOT_TERMS
+                if cfg["data"] == "omniglot"
+                else "as the training images' terms",
             },
+            face=face_block() if faces else {},
             command=command,
             thresholds=thresholds,
             training={
                 "objective": cfg["objective"],
                 "net": cfg["net"] + (" (reduced resolution)" if reduced else ""),
                 "image_size": cfg["image_size"],
-                "test_time_augmentation": f"mean embedding over {(2 * tta_shift + 1) ** 2} shifts of ±{tta_shift} px"
-                if tta_shift
-                else "none",
+                "test_time_augmentation": tta_description(tta_shift, tta_flip),
                 "steps": run_metrics.get("steps"),
                 "best_step": run_metrics.get("best_step"),
                 "best_val_acc": run_metrics.get("best_val_acc"),
@@ -128,6 +189,10 @@ def export_run(
         # Measure what serving will run: the ONNX graph through model.artifact.
         if cfg["data"] == "omniglot":
             metrics = evaluate_artifact(load_artifact(tmp_dir), data_root, episodes)
+        elif faces:
+            metrics, calibration = measure_face_artifact(load_artifact(tmp_dir), cfg, data_root, cache_dir)
+            if calibration is not None:
+                card = dataclasses.replace(card, thresholds={**thresholds, "verification": calibration.to_dict()})
         else:  # no standard protocol for an arbitrary identity folder: say so rather than invent one
             metrics = {"validation": {"protocol": run_metrics.get("validation", ""),
                                       "accuracy": run_metrics.get("best_val_acc")}}  # fmt: skip

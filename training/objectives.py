@@ -50,6 +50,11 @@ def build_objective(cfg: TrainConfig, embedding_dim: int, num_classes: int) -> O
         loss = pml_losses.NormalizedSoftmaxLoss(num_classes, embedding_dim, temperature=cfg.temperature)
         return Objective(loss, None, "cosine", l2_normalize=True, scaled=False)
     if o == "arcface":
-        loss = pml_losses.ArcFaceLoss(num_classes, embedding_dim, margin=28.6, scale=64)
+        loss = pml_losses.ArcFaceLoss(num_classes, embedding_dim, margin=28.6, scale=cfg.softmax_scale)
+        return Objective(loss, None, "cosine", l2_normalize=True, scaled=False)
+    if o == "cosface":
+        # Wang et al. 2018's additive cosine margin: steadier than ArcFace's angular one from scratch on
+        # a few thousand identities (ArcFace's margin can stall training while classes are still random).
+        loss = pml_losses.CosFaceLoss(num_classes, embedding_dim, margin=cfg.margin, scale=cfg.softmax_scale)
         return Objective(loss, None, "cosine", l2_normalize=True, scaled=False)
     raise ValueError(f"unknown objective {o!r}")

@@ -25,10 +25,10 @@ from torch import nn
 from tqdm import tqdm
 
 from model import distances
-from model.nets import ConvNetConfig, Embedder, EmbedderConfig, KochNetConfig
+from model.nets import ConvNetConfig, Embedder, EmbedderConfig, KochNetConfig, ResNetConfig
 from model.preprocess import PreprocessSpec
 from training import evaluate, samplers
-from training.augment import AffineAugment
+from training.augment import build_augment
 from training.config import TrainConfig
 from training.data import ImageSet, split_by_group
 from training.data.folder import load_identity_folder
@@ -83,16 +83,31 @@ class RunState:
 
 def preprocess_spec(cfg: TrainConfig) -> PreprocessSpec:
     return PreprocessSpec(
-        size=(cfg.image_size, cfg.image_size), channels=1, invert=cfg.data == "omniglot", resample=cfg.resample
+        size=(cfg.image_size, cfg.image_size),
+        channels=cfg.channels,
+        invert=cfg.data == "omniglot",
+        resample=cfg.resample,
     )
 
 
 def embedder_config(cfg: TrainConfig, objective_flags: tuple[bool, bool]) -> EmbedderConfig:
     l2, scaled = objective_flags
+    bb: dict[str, Any]
     if cfg.net == "convnet":
-        bb: dict[str, Any] = ConvNetConfig(1, cfg.image_size, cfg.widths, cfg.embedding_dim or None).__dict__
-    else:
+        bb = ConvNetConfig(cfg.channels, cfg.image_size, cfg.widths, cfg.embedding_dim or None).__dict__
+    elif cfg.net == "koch":
         bb = KochNetConfig(1, cfg.image_size, cfg.koch_channels, cfg.koch_kernels, cfg.koch_hidden).__dict__  # type: ignore[arg-type]
+    else:
+        bb = ResNetConfig(
+            in_channels=cfg.channels,
+            input_size=cfg.image_size,
+            stem_width=cfg.stem_width,
+            stem_stride=cfg.stem_stride,
+            widths=cfg.resnet_widths,
+            blocks=cfg.resnet_blocks,
+            embedding_dim=cfg.embedding_dim or 128,
+            dropout=cfg.dropout,
+        ).__dict__
     return EmbedderConfig(backbone=cfg.net, backbone_config=dict(bb), l2_normalize=l2, scaled=scaled)
 
 
@@ -101,6 +116,10 @@ def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
     spec = preprocess_spec(cfg)
     if cfg.data == "omniglot":
         full = load_omniglot(Path(cfg.data_root), "background", spec, Path(cfg.cache_dir))
+    elif cfg.data == "faces":
+        from training.data.face_cache import face_training_set  # OpenCV and the face archives: only here
+
+        full = face_training_set(cfg, spec)
     else:
         full = load_identity_folder(Path(cfg.data_root), spec, min_per_class=2)
     train, val = split_by_group(full, cfg.val_groups, cfg.seed) if cfg.val_groups else (full, None)
@@ -266,7 +285,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     module = TrainModule(Embedder(ecfg), objective).to(device, memory_format=torch.channels_last)
     model: nn.Module = nn.parallel.DistributedDataParallel(module) if distributed else module
     sampler = build_sampler(cfg, train_set, rank)
-    augment = AffineAugment() if cfg.augment else None
+    augment = build_augment(cfg)
     # A loss with parameters may ask for its own rate (KochLoss.lr_multiplier); LambdaLR scales both groups.
     head_lr = cfg.lr * getattr(module.loss, "lr_multiplier", 1.0)
     groups = [{"params": module.embedder.parameters(), "lr": cfg.lr}]

@@ -1,0 +1,1 @@
+"""One router per resource: enroll, verify, identify, subjects, and the system endpoints."""
