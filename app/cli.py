@@ -4,7 +4,7 @@
     siamface enroll DIR [--largest]    # DIR/<subject_id>/<images>: one subject per folder
 
 Bulk enrollment writes to the gallery store directly (no HTTP, no API key); a server already running on the
-same data dir picks the new faces up at its next start.
+same gallery (data dir or database) picks the new faces up from the store's change log within a second.
 """
 
 from __future__ import annotations

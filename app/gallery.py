@@ -10,6 +10,12 @@ How a subject with several faces is compared with a probe (`Settings.match`):
   - "both": the closer of the two (both indexes; candidates from either, re-scored exactly).
 Candidates found by the index are re-scored exactly from the vectors kept here, so /identify and /verify
 report the same value for the same probe and subject, whatever the index kind.
+
+Several processes on one store (replicas on one PostgreSQL database; `siamface enroll` next to a server on one
+SQLite file): each keeps its own memory and index, and `Gallery.sync` (run every few hundred milliseconds by a
+`GalleryFollower` thread) applies the writes the others committed, read from the store's change log. A change
+names a subject; sync re-reads that subject's faces from the store and makes memory and index match them, so
+applying a change twice, or one this process made itself, changes nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 
 from app.errors import FaceNotFound, ModelMismatch, SubjectHasNoFaces, SubjectNotFound
 from app.index import IndexParams, VectorIndex
-from app.store import NewFace, Store, SubjectRow
+from app.store import NewFace, Store, StoredEmbedding, SubjectRow
 from model import distances
 
 LOG = logging.getLogger(__name__)
@@ -52,7 +58,12 @@ class Comparison:
 
 
 class Gallery:
-    def __init__(self, store: Store, dim: int, distance: str, match: str, index: IndexParams) -> None:
+    """`model_id`, when given, is the model this process embeds probes with: `sync` skips faces another model made
+    (a replica not yet upgraded enrolling during a model change; the next start re-embeds or refuses them)."""
+
+    def __init__(
+        self, store: Store, dim: int, distance: str, match: str, index: IndexParams, model_id: str | None = None
+    ) -> None:
         if match not in ("faces", "mean", "both"):
             raise ValueError(f"match must be 'faces', 'mean' or 'both', got {match!r}")
         self.store = store
@@ -60,7 +71,12 @@ class Gallery:
         self.distance = distances.get(distance)
         self.match = match
         self.index_params = index
+        self.model_id = model_id
+        # Lock order: _sync_lock, then _lock, then the store's own. _sync_lock keeps one sync (or load) at a
+        # time without holding _lock, and so searches, while the change log is read.
+        self._sync_lock = threading.RLock()
         self._lock = threading.RLock()
+        self._last_change = 0  # the change log id up to which memory reflects the store
         self._subjects: dict[int, _Subject] = {}
         self._pk: dict[str, int] = {}
         self._face_owner: dict[int, int] = {}  # face id -> subject pk
@@ -70,7 +86,10 @@ class Gallery:
     # ------------------------------------------------------------------------------------------ loading
     def load(self) -> None:
         """Rebuild memory and indexes from the store."""
-        with self._lock:
+        with self._sync_lock, self._lock:
+            # Read before the faces: a write committed while they are read is applied again by the next sync
+            # (harmlessly: sync makes a subject match the store), never missed.
+            self._last_change = self.store.last_change()
             self._subjects.clear()
             self._pk.clear()
             self._face_owner.clear()
@@ -91,6 +110,82 @@ class Gallery:
                 self._subjects[pk].vectors = np.stack(vectors).astype(np.float32)
             self._rebuild_indexes()
             LOG.info("gallery loaded: %d subjects with faces, %d faces", len(self._subjects), self.face_count)
+
+    # ---------------------------------------------------------------------------------- following the store
+    @property
+    def last_change(self) -> int:
+        """The change log id up to which this gallery reflects the store."""
+        return self._last_change
+
+    def sync(self, batch: int = 1000) -> int:
+        """Apply the writes committed to the store since the last `load` or `sync`, by this process or any other;
+        returns how many changes were read. Resumes from the last change applied, so after a lost connection the
+        next call catches up without a rebuild. Only a change log that went backwards (the store was replaced,
+        e.g. restored from a backup) triggers a full `load`. Raises what the store raises (nothing is applied
+        from a failed read, and the next call retries it)."""
+        read = 0
+        with self._sync_lock:
+            while True:
+                changes = self.store.changes_since(self._last_change, batch)
+                if not changes:
+                    if self.store.last_change() < self._last_change:
+                        LOG.warning("the store's change log went back past %d: reloading", self._last_change)
+                        self.load()
+                    return read
+                subjects = {c.subject_pk: c.subject_id for c in changes}
+                with self._lock:
+                    # Read the faces under the lock: a local write cannot then land between this read and its
+                    # application (and be undone by an older picture of the subject).
+                    self._refresh(subjects, self.store.subject_embeddings(list(subjects)))
+                    self._last_change = changes[-1].change_id
+                read += len(changes)
+                if len(changes) < batch:
+                    return read
+
+    def _refresh(self, subjects: dict[int, str], stored: list[StoredEmbedding]) -> None:
+        """Make these subjects (pk -> subject id) match their `stored` embeddings. Caller holds the lock."""
+        found: dict[int, list[StoredEmbedding]] = {}
+        for e in stored:
+            if e.vector.size != self.dim or (self.model_id is not None and e.model_id != self.model_id):
+                LOG.warning(
+                    "face %d of %r (model %s, %d-d) does not fit this gallery (model %s, %d-d): not loaded",
+                    e.face_id, e.subject_id, e.model_id, e.vector.size, self.model_id, self.dim,
+                )  # fmt: skip
+                continue
+            found.setdefault(e.subject_pk, []).append(e)
+        for pk, subject_id in subjects.items():
+            self._replace_subject(pk, subject_id, found.get(pk, []))
+        self._maybe_rebuild()
+
+    def _replace_subject(self, pk: int, subject_id: str, faces: list[StoredEmbedding]) -> None:
+        s = self._subjects.get(pk)
+        old = s.face_ids if s is not None else []
+        new = [e.face_id for e in faces]
+        if old == new:
+            return  # already current (most often: this process made the change)
+        new_set, old_set = set(new), set(old)
+        gone = [i for i in old if i not in new_set]
+        added = [e for e in faces if e.face_id not in old_set]
+        for i in gone:
+            self._face_owner.pop(i, None)
+        if self._faces is not None:
+            self._faces.remove(gone)
+            if added:
+                self._faces.add(np.array([e.face_id for e in added], np.int64), np.stack([e.vector for e in added]))
+        if not faces:  # deleted, or left without faces: as `load` would leave it
+            self._subjects.pop(pk, None)
+            if self._pk.get(subject_id) == pk:
+                del self._pk[subject_id]
+            if self._means is not None:
+                self._means.remove([pk])
+            return
+        if s is None:
+            s = self._subjects[pk] = _Subject(pk, subject_id)
+        self._pk[subject_id] = pk
+        s.face_ids = new
+        s.vectors = np.stack([e.vector for e in faces]).astype(np.float32)
+        self._face_owner.update(dict.fromkeys(new, pk))
+        self._update_mean(s)
 
     def _rebuild_indexes(self) -> None:
         if self._faces is not None:
@@ -205,15 +300,20 @@ class Gallery:
         return best
 
     def compare(self, probe: np.ndarray, subject_id: str) -> Comparison:
-        """The probe (D) against one enrolled subject."""
+        """The probe (D) against one enrolled subject. A subject without faces here is looked for in the store's
+        change log first (it may have been enrolled through another replica a moment ago), so that a client's
+        enroll-then-verify works whichever replica each request reaches."""
         probe = np.asarray(probe, np.float32).reshape(self.dim)
-        with self._lock:
-            s = self._subjects.get(self._pk.get(subject_id, -1))
-            if s is None or not s.face_ids:
-                if self.store.get_subject(subject_id) is None:
-                    raise SubjectNotFound(subject_id)
-                raise SubjectHasNoFaces(subject_id)
-            return self._compare(probe, s)
+        for catch_up in (True, False):
+            with self._lock:
+                s = self._subjects.get(self._pk.get(subject_id, -1))
+                if s is not None and s.face_ids:
+                    return self._compare(probe, s)
+            if catch_up:
+                self.sync()  # outside _lock: sync takes _sync_lock first
+        if self.store.get_subject(subject_id) is None:
+            raise SubjectNotFound(subject_id)
+        raise SubjectHasNoFaces(subject_id)
 
     def search(self, probe: np.ndarray, k: int) -> list[Comparison]:
         """The `k` subjects closest to the probe (D), best first (fewer when the gallery is smaller)."""
@@ -243,6 +343,51 @@ class Gallery:
             if len(pks) >= k or fetch >= total:
                 return pks
             fetch = min(total, fetch * 4)
+
+
+class GalleryFollower:
+    """A daemon thread running `gallery.sync()` every `interval` seconds, so that writes made through other
+    replicas (or `siamface enroll`) reach this process's index within about `interval` plus the sync's time.
+
+    A failing sync (the database unreachable) is logged once per outage and retried at every tick; the gallery
+    resumes from the last change it applied, so a reconnect needs no rebuild. `start` and `stop` are for one
+    thread (the lifespan); `stop` waits for a sync in progress to finish.
+    """
+
+    def __init__(self, gallery: Gallery, interval: float = 0.2) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be positive, got {interval}")
+        self.gallery = gallery
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.healthy = True  # False while syncs fail
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("the follower is already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="gallery-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.gallery.sync()
+            except Exception:  # any failure (network, server restart): the thread must live to retry it
+                if self.healthy:
+                    LOG.exception("gallery sync failed; retrying every %.2f s", self.interval)
+                self.healthy = False
+                continue
+            if not self.healthy:
+                LOG.info("gallery sync recovered at change %d", self.gallery.last_change)
+                self.healthy = True
 
 
 def reconcile_model(store: Store, model_id: str, crop_spec: str, embed_pngs: Any, reembed: bool) -> int:

@@ -17,6 +17,7 @@ from starlette.types import Scope
 from app import __doc__ as package_doc
 from app.deps import resolve_settings
 from app.errors import install_error_handlers
+from app.gallery import GalleryFollower
 from app.metrics import Metrics, MetricsMiddleware
 from app.middleware import BodyLimit
 from app.routers import enroll, identify, subjects, system, verify
@@ -29,7 +30,8 @@ LOG = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the model and the gallery (off the event loop), serve, then close the store."""
+    """Load the model and the gallery (off the event loop), follow the store's changes while serving (writes made
+    by other replicas or the CLI), then stop following and close the store."""
     settings = resolve_settings(app)
     settings.check_serving()
     app.state.settings = settings
@@ -37,16 +39,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     resources.limiter = anyio.CapacityLimiter(settings.embed_concurrency)
     app.state.resources = resources
     LOG.info(
-        "serving %s: %s, match %s, index %s, auth %s",
+        "serving %s: %s gallery %s, match %s, index %s, auth %s",
         resources.pipeline.model_id,
+        settings.store_backend,
         resources.gallery.sizes(),
         settings.match,
         resources.gallery.index_kinds(),
         "on" if settings.auth_required else "OFF (development)",
     )
+    follower = GalleryFollower(resources.gallery, settings.sync_interval)
+    follower.start()
     try:
         yield
     finally:
+        follower.stop()
         app.state.resources = None
         resources.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,13 @@ class FaceService:
         self.pipeline = pipeline
         self.gallery = gallery
         self.calibration = pipeline.calibration
+        # /verify with a reference photo runs the reference's pipeline here while the request's worker thread
+        # runs the probe's: OpenCV and ONNX Runtime release the GIL, so on 2 cores the two photos take about
+        # the time of one. Bounded like the request workers, so load cannot grow it.
+        self._side = ThreadPoolExecutor(max_workers=settings.embed_concurrency, thread_name_prefix="reference")
+
+    def close(self) -> None:
+        self._side.shutdown(wait=True)
 
     # -------------------------------------------------------------------------------------------- common
     def operating_point(self, far: float | None = None, threshold: float | None = None) -> OperatingPoint:
@@ -171,10 +179,18 @@ class FaceService:
         point = self.operating_point(far=far)
         if subject_id is not None and self.gallery.store.get_subject(subject_id) is None:
             raise SubjectNotFound(subject_id)  # before any image work
-        probe = self.pipeline.one(image.bytes_or_raise(), allow_multiple="largest")
-        ref_face = None
+        probe_bytes = image.bytes_or_raise()
+        pending = None
         if reference is not None:
-            ref = self.pipeline.one(reference.bytes_or_raise(), allow_multiple="largest")
+            pending = self._side.submit(self.pipeline.one, reference.bytes_or_raise(), allow_multiple="largest")
+        try:
+            probe = self.pipeline.one(probe_bytes, allow_multiple="largest")
+        finally:
+            if pending is not None:
+                wait([pending])  # no work outlives its request, even when the probe failed
+        ref_face = None
+        if pending is not None:
+            ref = pending.result()  # raises the reference's error (the probe's, if any, was raised first)
             value = float(self.pipeline.distance.pairwise(probe.embedding[None], ref.embedding[None])[0, 0])
             basis, face_id, ref_face = "reference", None, face_box(ref.face)
         else:
@@ -246,6 +262,7 @@ class Resources:
     limiter: anyio.CapacityLimiter | None = None
 
     def close(self) -> None:
+        self.service.close()
         self.store.close()
 
 
@@ -254,7 +271,8 @@ def load_resources(settings: Settings) -> Resources:
     another model (see `app.gallery.reconcile_model`)."""
     artifact = load_artifact(settings.artifact, threads=settings.onnx_threads)
     pipeline = FacePipeline(artifact, max_pixels=settings.max_pixels)
-    store = open_store(settings.store, settings.data_dir)
+    url = settings.database_url.get_secret_value() if settings.database_url is not None else None
+    store = open_store(settings.data_dir, url)
     try:
         reconcile_model(store, pipeline.model_id, pipeline.crop_spec, pipeline.embed_png_crops, settings.reembed)
         params = IndexParams(
@@ -265,7 +283,7 @@ def load_resources(settings: Settings) -> Resources:
             ivf_nlist=settings.ivf_nlist,
             ivf_nprobe=settings.ivf_nprobe,
         )
-        gallery = Gallery(store, pipeline.dim, pipeline.distance.name, settings.match, params)
+        gallery = Gallery(store, pipeline.dim, pipeline.distance.name, settings.match, params, pipeline.model_id)
         gallery.load()
     except BaseException:
         store.close()

@@ -35,7 +35,17 @@ class Settings(BaseSettings):
     # Where things are.
     data_dir: Path = Field(Path("data"), description="Folder of the gallery (gallery.sqlite3 and its WAL).")
     artifact: Path = Field(ARTIFACTS_DIR / "faces", description="Model artifact folder (model.onnx + card.json).")
-    store: Literal["sqlite"] = Field("sqlite", description="Gallery store backend (PostgreSQL: a later issue).")
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL gallery shared by several replicas (postgresql://user:password@host:port/db); "
+        "unset: SQLite in data_dir. Secret: it may hold a password.",
+    )
+    sync_interval: float = Field(
+        0.2,
+        gt=0,
+        le=60,
+        description="Seconds between polls of the store's change log (writes made by other replicas or the CLI).",
+    )
 
     # Access.
     api_keys: SecretStr = Field(
@@ -65,7 +75,7 @@ class Settings(BaseSettings):
     hnsw_ef_construction: int = Field(80, ge=8)
     hnsw_ef_search: int = Field(64, ge=1)
     ivf_nlist: int = Field(0, ge=0, description="IVF lists; 0 picks about 4·√n (at most n/39) at each build.")
-    ivf_nprobe: int = Field(32, ge=1, description="IVF lists searched per query.")
+    ivf_nprobe: int = Field(0, ge=0, description="IVF lists searched per query; 0: a quarter, at least 16.")
     keep_crops: bool = Field(True, description="Store each enrolled face's aligned crop, so a new model can re-embed.")
     reembed: bool = Field(False, description="At start, re-embed a gallery made by another model from its crops.")
 
@@ -73,6 +83,15 @@ class Settings(BaseSettings):
     onnx_threads: int = Field(1, ge=0, description="ONNX Runtime intra-op threads per call (0: its default).")
     embed_concurrency: int = Field(2, ge=1, description="Image pipelines (decode → embed) running at once.")
     log_level: str = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None  # an empty variable means "unset"
+        if not v.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("database_url must be a postgresql:// URL (leave it unset for SQLite)")
+        return v
 
     @field_validator("artifact", "data_dir")
     @classmethod
@@ -98,6 +117,11 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "gallery.sqlite3"
+
+    @property
+    def store_backend(self) -> Literal["sqlite", "postgresql"]:
+        """Which gallery store the settings select (never the URL itself: it may hold a password)."""
+        return "postgresql" if self.database_url is not None else "sqlite"
 
     def check_serving(self) -> None:
         """Refuse to serve without API keys unless development mode says so explicitly."""

@@ -45,7 +45,7 @@ def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[s
     import torch
 
     from model.preprocess import PreprocessSpec
-    from training.data.face_cache import load_face_crops
+    from training.data.face_cache import load_face_crops, read_face_block
     from training.data.faces import load_lfw_protocol
     from training.export import load_checkpoint_embedder
     from training.face_eval import EVAL_SETS, face_metrics
@@ -58,7 +58,7 @@ def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[s
     cfg = ckpt["train_config"]
     if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())["metrics"], {}
-    crops = load_face_crops(data_root, REPO / ".cache", EVAL_SETS, channels=cfg["channels"])
+    crops = load_face_crops(data_root, REPO / ".cache", EVAL_SETS, read_face_block(run_dir), channels=cfg["channels"])
     spec = PreprocessSpec.from_dict(ckpt["preprocess"])
     embed = torch_embed_fn(net.eval(), torch.device("cpu"))
     metrics, calibration, reports = face_metrics(
@@ -73,11 +73,13 @@ def latency(run_dir: Path, data_root: Path, repeats: int = 300) -> dict[str, flo
     """Median ms to embed one aligned face (ONNX Runtime, batch 1, 2 threads), and to go from JPEG bytes
     to an embedding (decode + Haar detection + alignment + embedding) on LFW photos."""
     from model.artifact import load as load_artifact
-    from model.faces import align_face, as_rgb_array, find_face, make_detector
+    from model.faces import align_face, as_rgb_array, find_face
     from model.preprocess import decode, prepare
+    from training.data.face_cache import read_face_block, recipe_parts
     from training.data.faces import iter_lfw_images
     from training.export import export_onnx, load_checkpoint_embedder
 
+    align, detector, min_size = recipe_parts(read_face_block(run_dir))  # what the run's crops were made with
     net, ckpt = load_checkpoint_embedder(run_dir / "best.pt", tta_flip=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -104,19 +106,18 @@ def latency(run_dir: Path, data_root: Path, repeats: int = 300) -> dict[str, flo
             t = time.perf_counter()
             art.embed(x)
             times.append(1000 * (time.perf_counter() - t))
-        detector = make_detector("haar")
         photos = [img.data for _, img in zip(range(100), iter_lfw_images(data_root), strict=False)]
         e2e = []
         for data in photos:
             t = time.perf_counter()
             rgb = as_rgb_array(decode(data))
             try:
-                face = find_face(rgb, detector, allow_multiple="largest")
+                face = find_face(rgb, detector, min_size=min_size, allow_multiple="largest")
             except ValueError:
                 continue
             from PIL import Image
 
-            crop = align_face(rgb, face)
+            crop = align_face(rgb, face, align)
             art.embed(prepare(Image.fromarray(crop), art.spec)[None])
             e2e.append(1000 * (time.perf_counter() - t))
     return {
@@ -138,6 +139,9 @@ def main() -> int:
     ap.add_argument("--no-train", action="store_true", help="only report runs that exist")
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faces.md")
+    ap.add_argument(
+        "--peer", action="store_true", help="add face_recognition's row on the same pairs (the teacher extra)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("onnxscript", "onnx_ir", "matplotlib", "torch.onnx"):
@@ -193,6 +197,22 @@ def main() -> int:
             f"{pct(orl.get('one_shot_identification'))} | {run.get('steps')} steps, "
             f"{run.get('train_time_s', 0) / 60:.0f} min | {run.get('hardware', '')} |"
         )
+    if args.peer:
+        from bench.faces_peer import TOLERANCE, model_dir, peer_report
+        from training.data.faces import load_lfw_protocol
+
+        if model_dir() is None:
+            ap.error("--peer needs dlib and face_recognition_models: pip install -e '.[teacher]'")
+        protocol = load_lfw_protocol(args.data_root)
+        for p, *_ in rows:
+            split = protocol.view1_split() if p == "view1" else protocol.view2_split(int(p[4:]) - 1)
+            peer = peer_report(split, args.data_root)
+            lines.append(
+                f"| {p}: face_recognition (dlib ResNet, outside data: ~3 M faces), end to end, tolerance "
+                f"{TOLERANCE} | — | {peer['auc']:.4f} | {pct(peer['eer'])} | {pct(peer['tar_at_far'].get('1e-2'))} | "
+                f"{pct(peer['accuracy'])} | — | — | {peer['seconds_per_photo_median']:.2f} s per photo "
+                f"({peer['no_face']} of {peer['photos']} photos without a face) | this CPU, one core per photo |"
+            )
     if folds:
         acc = [a["accuracy"] for a, _ in folds]
         e2e_acc = [e["accuracy"] for _, e in folds]

@@ -1,5 +1,7 @@
 """From an image file to the tensor a model sees: one function for training, evaluation and serving.
 
+`decode` turns untrusted bytes into a normalised PIL image (RGB or L, 8-bit, EXIF orientation applied) or
+raises `ImageDecodeError` / `ImageTooLargeError`; faces are then found and aligned by `model.faces`.
 The card's `preprocess` block is a `PreprocessSpec`; `prepare` applies it. The network's ONNX graph takes
 float32 N×C×H×W in [0, 1] (this module's output); mean/std normalisation happens inside the graph, so a
 client only has to resize, set channels and (for ink-on-paper data such as Omniglot) invert.

@@ -1,14 +1,25 @@
-"""Shared fixtures. Tests that need ../shared/data use `data_root` and skip with a reason when absent."""
+"""Shared fixtures. Tests that need ../shared/data use `data_root` and skip with a reason when absent; tests that
+need PostgreSQL use `pg_url` (a fresh schema of the local server) and skip with a reason when none is running."""
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("SIAMFACE_DATA", REPO.parent / "shared" / "data"))
+# Development and CI machines run PostgreSQL on 127.0.0.1:5432 with trust auth and a database `test`; the role
+# is `postgres` on some and the OS user's on others. SIAMFACE_TEST_DATABASE_URL points elsewhere.
+PG_CANDIDATES = (
+    os.environ.get("SIAMFACE_TEST_DATABASE_URL"),
+    "postgresql://postgres@127.0.0.1:5432/test",
+    "postgresql://127.0.0.1:5432/test",
+)
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +55,42 @@ def make_glyph_folder(root: Path, classes: int = 6, per_class: int = 10, size: i
 @pytest.fixture
 def glyph_folder(tmp_path: Path) -> Path:
     return make_glyph_folder(tmp_path / "glyphs")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The URL of the test PostgreSQL server's database; skips the test when none answers."""
+    psycopg = pytest.importorskip("psycopg", reason="needs psycopg (pip install 'psycopg[binary]')")
+    failures = []
+    for url in filter(None, PG_CANDIDATES):
+        try:
+            with psycopg.connect(url, connect_timeout=3):
+                return url
+        except psycopg.Error as e:
+            failures.append(f"{url}: {(str(e).strip() or type(e).__name__).splitlines()[0]}")
+    pytest.skip(
+        "needs PostgreSQL on 127.0.0.1:5432 (database test) or SIAMFACE_TEST_DATABASE_URL; " + "; ".join(failures)
+    )
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """`url` with its sessions' search_path set to `schema` (libpq's `options` parameter)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"] + [("options", f"-csearch_path={schema}")]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A URL whose sessions use a new, empty schema of the test database, dropped after the test: tests never
+    see each other's tables, and may run in parallel."""
+    import psycopg
+
+    schema = f"siamface_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield with_search_path(pg_server, schema)
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

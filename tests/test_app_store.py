@@ -1,21 +1,26 @@
-"""The gallery store (real SQLite in a temp dir) and the in-memory gallery over it, with seeded synthetic
-embeddings whose nearest subjects are known: round trips, deletion, durability across a killed process,
-rebuild from the store, the three ways of matching a subject with several faces, and the model-change rules."""
+"""The gallery store and the in-memory gallery over it, with seeded synthetic embeddings whose nearest subjects are
+known: round trips, deletion, durability across a killed process, rebuild from the store, the three ways of
+matching a subject with several faces, the model-change rules, and a second gallery following the first's writes.
+
+The contract tests run on both backends: real SQLite in a temp dir, and real PostgreSQL in a fresh schema of the
+local server (`pg_url` in conftest.py; those cases skip with a reason when no server is running)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.errors import FaceNotFound, ModelMismatch, SubjectHasNoFaces, SubjectNotFound
-from app.gallery import Gallery, reconcile_model
+from app.gallery import Gallery, GalleryFollower, reconcile_model
 from app.index import IndexParams
-from app.store import NewFace, SQLiteStore
+from app.store import NewFace, SQLiteStore, Store
 from model import distances
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,14 +32,39 @@ def faces(vectors: np.ndarray, model: str = MODEL, crop: bytes | None = None, sp
     return [NewFace(v, model, (1, 2, 3, 4), crop, spec, f"img{i}.jpg") for i, v in enumerate(vectors)]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens stores on one new, empty gallery of the parametrised backend: each call another connection to it,
+    as another process (a replica, the CLI) would have. All are closed after the test."""
+    if request.param == "sqlite":
+
+        def make() -> Store:
+            return SQLiteStore(tmp_path / "gallery.sqlite3")
+    else:
+        from app.store_postgres import PostgresStore
+
+        url = request.getfixturevalue("pg_url")  # skips without a server
+
+        def make() -> Store:
+            return PostgresStore(url)
+
+    opened: list[Store] = []
+
+    def opener() -> Store:
+        opened.append(make())
+        return opened[-1]
+
+    yield opener
+    for s in opened:
+        s.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
-    s = SQLiteStore(tmp_path / "gallery.sqlite3")
-    yield s
-    s.close()
+def store(open_store: Callable[[], Store]) -> Store:
+    return open_store()
 
 
-def test_store_round_trip(store: SQLiteStore) -> None:
+def test_store_round_trip(store: Store) -> None:
     rng = np.random.default_rng(0)
     v = rng.normal(size=(3, DIM)).astype(np.float32)
     row, ids, created = store.add_faces("alice", faces(v[:2]), name="Alice", metadata={"team": "a"})
@@ -101,7 +131,7 @@ def people(n_subjects: int, per: int, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
-def test_gallery_search_delete_and_rebuild(store: SQLiteStore, kind: str) -> None:
+def test_gallery_search_delete_and_rebuild(store: Store, kind: str) -> None:
     x, labels = people(60, 3, seed=1)
     g = Gallery(store, DIM, "cosine", "faces", IndexParams(kind=kind))
     g.load()
@@ -127,7 +157,7 @@ def test_gallery_search_delete_and_rebuild(store: SQLiteStore, kind: str) -> Non
 
 
 @pytest.mark.parametrize("match", ["faces", "mean", "both"])
-def test_subjects_with_several_faces(store: SQLiteStore, match: str) -> None:
+def test_subjects_with_several_faces(store: Store, match: str) -> None:
     x, labels = people(20, 4, seed=2)
     g = Gallery(store, DIM, "cosine", match, IndexParams())
     g.load()
@@ -164,7 +194,7 @@ def test_subjects_with_several_faces(store: SQLiteStore, match: str) -> None:
         g.delete_face("nobody", 1)
 
 
-def test_euclidean_gallery_ranks_by_smallest(store: SQLiteStore) -> None:
+def test_euclidean_gallery_ranks_by_smallest(store: Store) -> None:
     x, labels = people(10, 2, seed=3)
     g = Gallery(store, DIM, "euclidean", "both", IndexParams())
     g.load()
@@ -176,7 +206,7 @@ def test_euclidean_gallery_ranks_by_smallest(store: SQLiteStore) -> None:
     assert [c.value for c in found] == sorted(c.value for c in found)
 
 
-def test_model_change_is_refused_unless_reembedding_from_crops(store: SQLiteStore) -> None:
+def test_model_change_is_refused_unless_reembedding_from_crops(store: Store) -> None:
     x, _ = people(2, 2, seed=4)
     store.add_faces("a", faces(x[:2], model="old", crop=b"png-a", spec="S"))
     store.add_faces("b", faces(x[2:], model="new", crop=b"png-b", spec="S"))
@@ -195,3 +225,78 @@ def test_model_change_is_refused_unless_reembedding_from_crops(store: SQLiteStor
     store.add_faces("c", faces(x[:1], model="other"))  # enrolled without a crop
     with pytest.raises(ModelMismatch, match="no stored crop"):
         reconcile_model(store, "newer", "S", embed, reembed=True)
+
+
+@pytest.mark.parametrize("match", ["faces", "both"])
+def test_a_second_gallery_follows_writes_through_the_change_log(open_store: Callable[[], Store], match: str) -> None:
+    """Two galleries on one store through two connections (two replicas; a server and `siamface enroll`): each
+    one's `sync` applies what the other wrote (enrollments, a face deletion, a subject deletion, a subject made
+    again under the same id), skips faces of another model, and ends up answering as a fresh load does."""
+    x, labels = people(12, 3, seed=5)
+
+    def gallery() -> Gallery:
+        g = Gallery(open_store(), DIM, "cosine", match, IndexParams(), model_id=MODEL)
+        g.load()
+        return g
+
+    a, b = gallery(), gallery()
+    ids = {s: a.enroll(f"p{s}", faces(x[labels == s]), None, None)[1] for s in range(12)}
+    probes = x[::4] + 0.05
+    assert b.search(probes[0], 3) == []
+    assert b.sync() == 12
+    assert b.sync() == 0  # nothing new
+    assert a.sync() == 12  # its own writes: read, and nothing to change
+    for q in probes:
+        assert b.search(q, 5) == a.search(q, 5)
+
+    b.delete_face("p4", ids[4][0])
+    b.delete_subject("p5")
+    b.enroll("p7", faces(x[labels == 7][:1] + 0.01), None, None)
+    a.sync()
+    assert a.compare(x[labels == 4][0], "p4").face_id != ids[4][0]
+    assert "p5" not in {c.subject_id for c in a.search(x[labels == 5][0], 12)}
+    assert a.compare(x[labels == 7][0] + 0.01, "p7").value == pytest.approx(1.0, abs=1e-6)
+    b.enroll("p5", faces(x[labels == 5][:1]), None, None)  # the same id again: a new subject row
+    # A subject `a` has no faces for sends `compare` to the change log first (enroll on one replica, verify on
+    # another at once), where `search` answers from memory alone.
+    assert a.compare(x[labels == 5][0], "p5").value == pytest.approx(1.0, abs=1e-6)
+    assert a.sync() == 0
+    assert a.search(x[labels == 5][0], 1)[0].subject_id == "p5"
+    fresh = gallery()
+    for q in probes:
+        assert a.search(q, 5) == b.search(q, 5) == fresh.search(q, 5)
+    assert (
+        a.sizes() == b.sizes() == fresh.sizes() == {"subjects": 12, "faces": 34, "index_size": a.sizes()["index_size"]}
+    )
+
+    # Another model's face (a replica still on the old model, during an upgrade): in the store, not in memory.
+    alien = np.random.default_rng(7).normal(size=(1, DIM)).astype(np.float32)
+    index_size = a.sizes()["index_size"]
+    b.store.add_faces("p8", faces(alien, model="other"))
+    a.sync()
+    assert a.compare(alien[0], "p8").face_id in ids[8]
+    assert a.sizes() == {"subjects": 12, "faces": 35, "index_size": index_size}  # the store has it, the index not
+
+
+def test_the_follower_thread_applies_writes_within_a_second(open_store: Callable[[], Store]) -> None:
+    x, _ = people(2, 1, seed=6)
+    writer = Gallery(open_store(), DIM, "cosine", "faces", IndexParams())
+    reader = Gallery(open_store(), DIM, "cosine", "faces", IndexParams())
+    writer.load()
+    reader.load()
+    follower = GalleryFollower(reader, interval=0.05)
+    follower.start()
+    try:
+        for action in ("enroll", "delete"):
+            start = time.monotonic()
+            if action == "enroll":
+                writer.enroll("ada", faces(x[:1]), None, None)
+            else:
+                writer.delete_subject("ada")
+            want = ["ada"] if action == "enroll" else []
+            while [c.subject_id for c in reader.search(x[0], 1)] != want:
+                assert time.monotonic() - start < 1.0, f"{action} not seen within 1 s"
+                time.sleep(0.01)
+        assert follower.healthy
+    finally:
+        follower.stop()

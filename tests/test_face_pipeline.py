@@ -105,3 +105,21 @@ def test_end_to_end_pairs_without_a_face_are_decided_different() -> None:
     e2e_report, _ = lfw_split_report(pixels, crops, split, SPEC, "euclidean", e2e=True)
     assert e2e_report.accuracy == pytest.approx(6 / 7)  # Bob's pair is lost to detection, as for a user
     assert cal.matches(np.array([0.0]))[0]
+
+
+def test_face_evaluation_feeds_the_model_what_serving_feeds_it() -> None:
+    """Crops reach the embedder as prepared floats in [0, 1], once scaled (a second /255 once made every face
+    look alike: cosine ≈ 1 for all pairs)."""
+    keys = [lfw_key("Ann", 1), lfw_key("Ann", 2)]
+    arr = np.stack([np.full((16, 16, 1), 200, np.uint8), np.full((16, 16, 1), 40, np.uint8)])
+    seen: list[np.ndarray] = []
+
+    def embed(x: np.ndarray) -> np.ndarray:
+        seen.append(x)
+        return pixels(x)
+
+    score_pairs(embed, crops_for(keys, arr), (Pair("Ann", 1, "Ann", 2),), SPEC, "euclidean")
+    x = np.concatenate(seen)
+    assert x.dtype == np.float32
+    assert x.max() == pytest.approx(200 / 255, abs=0.01)
+    assert x.min() == pytest.approx(40 / 255, abs=0.01)

@@ -478,10 +478,14 @@ def test_face_too_small(haar: HaarFaceDetector, faces_data: dict) -> None:
     assert info.value.code == "face_too_small"
     assert 90 <= info.value.size < 200
     assert info.value.min_size == 200
-    thumb = np.asarray(Image.fromarray(img).resize((80, 80), Image.Resampling.BOX))
-    with pytest.raises(FaceTooSmallError) as info:  # the face is ~36 px: found, but under the default minimum
+    thumb = np.asarray(Image.fromarray(img).resize((64, 64), Image.Resampling.BOX))
+    with pytest.raises(FaceTooSmallError) as info:  # the face is ~29 px: found, but under the default minimum
         find_face(thumb, haar)
     assert info.value.size < DEFAULT_MIN_FACE_SIZE
+    # Found only by the detector's small-face probe: without it, the same photo has "no face".
+    no_probe = HaarFaceDetector(dataclasses.replace(haar.params, small_face_probe=0))
+    with pytest.raises(NoFaceError):
+        find_face(thumb, no_probe)
 
 
 @pytest.fixture(scope="module")

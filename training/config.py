@@ -13,7 +13,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-OBJECTIVES = ("koch", "contrastive", "triplet", "proto", "normsoftmax", "arcface", "cosface")
+EMBEDDING_OBJECTIVES = ("koch", "contrastive", "triplet", "proto", "normsoftmax", "arcface", "cosface")
+# Methods that read a whole episode (training/episodic.py); of these, plain matching nets still predict by
+# a distance between embeddings, so their embedder exports like an embedding objective's.
+EPISODIC_OBJECTIVES = ("matching", "matching_fce", "relation", "maml", "fomaml")
+EMBEDDING_EXPORTABLE_EPISODIC = ("matching",)
+OBJECTIVES = EMBEDDING_OBJECTIVES + EPISODIC_OBJECTIVES
 FACE_SETS = ("lfw", "orl", "yaleb")
 SAMPLERS = ("m_per_class", "episodes", "pairs")
 
@@ -29,6 +34,9 @@ class TrainConfig:
     data: str = "omniglot"  # omniglot | folder | faces
     data_root: str = "../shared/data"  # omniglot, faces: the shared data folder; folder: root/<class>/<image>
     cache_dir: str = ".cache"
+    # omniglot: "lake" = images_background with val_groups alphabets held out (Lake's protocol);
+    # "vinyals" = splits/vinyals train.txt, validated on val.txt (rotations are already classes there).
+    split: str = "lake"
     image_size: int = 28
     resample: str = "box"
     rotations: bool = True  # Omniglot only: each 90° rotation of a character is a new class
@@ -59,12 +67,18 @@ class TrainConfig:
     mining: str = "semihard"  # triplet: semihard | hard | all
     temperature: float = 0.05  # normsoftmax
     softmax_scale: float = 64.0  # arcface, cosface: the logit scale s
+    fce_steps: int = 5  # matching_fce: processing steps K of the query's attention LSTM
+    relation_hidden: int = 8  # relation: hidden units of the relation module's fully connected layer
+    inner_steps: int = 1  # maml, fomaml: inner SGD steps on the support set in training
+    inner_steps_eval: int = 3  # maml, fomaml: inner steps at validation and test
+    inner_lr: float = 0.4  # maml, fomaml: the inner loop's step size α
     # --- sampler
     sampler: str = "episodes"  # one of SAMPLERS
     n_way: int = 60
     k_shot: int = 5
     q_query: int = 5
     within_group: float = 0.0  # episodes: probability of drawing an episode's classes from one alphabet
+    episodes_per_batch: int = 1  # episodic objectives: episodes per optimiser step (MAML's meta-batch)
     classes_per_batch: int = 64
     m_per_class: int = 4
     pairs: int = 128
@@ -91,6 +105,7 @@ class TrainConfig:
             "channels": (self.channels, (1, 3)),
             "device": (self.device, ("auto", "cpu", "cuda")),
             "mining": (self.mining, ("semihard", "hard", "all")),
+            "split": (self.split, ("lake", "vinyals")),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
@@ -104,6 +119,11 @@ class TrainConfig:
             "image_size": self.image_size,
             "classes_per_batch": self.classes_per_batch,
             "pairs": self.pairs,
+            "episodes_per_batch": self.episodes_per_batch,
+            "fce_steps": self.fce_steps,
+            "relation_hidden": self.relation_hidden,
+            "inner_steps": self.inner_steps,
+            "inner_steps_eval": self.inner_steps_eval,
         }
         for key, value in positive.items():
             if value < 1:
@@ -124,6 +144,25 @@ class TrainConfig:
             raise ValueError("the Koch net takes one channel")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.inner_lr <= 0:
+            raise ValueError(f"inner_lr must be > 0, got {self.inner_lr}")
+        if self.split == "vinyals" and self.data != "omniglot":
+            raise ValueError("split = vinyals is an Omniglot split")
+        if self.episodic:
+            if self.sampler != "episodes":
+                raise ValueError(f"the {self.objective} objective reads whole episodes: it needs sampler = episodes")
+            if self.objective in ("maml", "fomaml") and self.val_way != self.n_way:
+                raise ValueError(f"MAML's head has n_way = {self.n_way} outputs: val_way must equal it")
+            if self.objective in ("relation", "maml", "fomaml") and self.net != "convnet":
+                # Both build their papers' own conv stacks from `widths`; another backbone would be ignored.
+                raise ValueError(f"{self.objective} builds its own network from widths: leave net = convnet")
+        elif self.episodes_per_batch != 1:
+            raise ValueError("episodes_per_batch > 1 is for episodic objectives (embedding losses see one episode)")
+
+    @property
+    def episodic(self) -> bool:
+        """Whether the objective reads whole episodes (training/episodic.py) rather than embeddings."""
+        return self.objective in EPISODIC_OBJECTIVES
 
     @property
     def face_set_names(self) -> tuple[str, ...]:

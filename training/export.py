@@ -20,6 +20,7 @@ import torch
 from model.artifact import ModelCard
 from model.artifact import load as load_artifact
 from model.nets import Embedder, EmbedderConfig
+from training.data.face_cache import read_face_block
 
 LOG = logging.getLogger(__name__)
 
@@ -78,17 +79,6 @@ def face_training_description(cfg: dict[str, Any]) -> str:
     )
 
 
-def face_block() -> dict[str, Any]:
-    """The card's `face` block: the detector and alignment the crops were made with (model.faces defaults)."""
-    from model.faces import DEFAULT_MIN_FACE_SIZE, AlignSpec, HaarParams
-
-    return {
-        "align": AlignSpec().to_dict(),
-        "detector": {"name": "haar", "params": HaarParams().to_dict()},
-        "min_face": DEFAULT_MIN_FACE_SIZE,
-    }
-
-
 def tta_description(tta_shift: int, tta_flip: bool) -> str:
     parts = []
     if tta_shift:
@@ -106,7 +96,7 @@ def measure_face_artifact(
     from training.data.faces import load_lfw_protocol
     from training.face_eval import EVAL_SETS, face_metrics
 
-    crops = load_face_crops(Path(data_root), Path(cache_dir), EVAL_SETS, channels=cfg["channels"])
+    crops = load_face_crops(Path(data_root), Path(cache_dir), EVAL_SETS, artifact.card.face, channels=cfg["channels"])
     protocol = load_lfw_protocol(Path(data_root))
     metrics, calibration, _ = face_metrics(artifact.embed, crops, protocol, cfg, artifact.spec, artifact.card.distance)
     return metrics, calibration
@@ -126,7 +116,11 @@ def export_run(
 ) -> Path:
     """Export `run_dir/best.pt` to `out_root/name`, measure it there, write the card. Returns the folder."""
     from training.benchmark import evaluate_artifact
+    from training.episodic import ExportRefused, export_refusal
 
+    refusal = export_refusal(torch.load(Path(run_dir) / "best.pt", map_location="cpu", weights_only=False))
+    if refusal:
+        raise ExportRefused(f"cannot export {run_dir}: {refusal}")
     embedder, ckpt = load_checkpoint_embedder(Path(run_dir) / "best.pt", tta_shift, tta_flip)
     cfg = ckpt["train_config"]
     faces = cfg["data"] == "faces"
@@ -168,7 +162,7 @@ def export_run(
                 if cfg["data"] == "omniglot"
                 else "as the training images' terms",
             },
-            face=face_block() if faces else {},
+            face=read_face_block(run_dir) if faces else {},
             command=command,
             thresholds=thresholds,
             training={

@@ -25,9 +25,20 @@ from model.preprocess import PreprocessSpec
 from training import verification
 from training.data.face_cache import FaceCrops
 from training.data.faces import LFWProtocol, LFWSplit, Pair, lfw_member
-from training.evaluate import Accuracy, EmbedFn, embed_all
+from training.evaluate import Accuracy, EmbedFn
 
 LOG = logging.getLogger(__name__)
+
+
+def embed_floats(embed: EmbedFn, images: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """Embed model-ready float32 N×C×H×W images in [0, 1] (`FaceCrops.model_input`, what serving's `prepare`
+    gives) in batches: N×D. Not `evaluate.embed_all`, which takes uint8 and divides by 255."""
+    if images.dtype != np.float32 or (len(images) and images.max() > 1.0):
+        raise ValueError(f"expected float32 images in [0, 1], got {images.dtype} up to {images.max():.3g}")
+    out = [embed(images[i : i + batch]) for i in range(0, len(images), batch)]
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
 EVAL_SETS = ("lfw", "orl")  # the sets the protocols score, whatever a model trained on
 
 
@@ -55,7 +66,7 @@ def embed_crops(
     if e2e:
         rows = [r for r in rows if crops.e2e_ok[r]]
     rows = sorted(set(rows))
-    emb = embed_all(embed, crops.model_input(np.array(rows, dtype=np.int64), spec, e2e=e2e))
+    emb = embed_floats(embed, crops.model_input(np.array(rows, dtype=np.int64), spec, e2e=e2e))
     return {crops.keys[r]: emb[i] for i, r in enumerate(rows)}
 
 
@@ -123,7 +134,7 @@ def orl_heldout_report(
     rows = np.array([i for i, k in enumerate(crops.keys) if k.startswith("orl/") and crops.identity[i] in subjects])
     if len(rows) == 0:
         raise ValueError(f"no ORL crops for subjects {subjects}")
-    emb = embed_all(embed, crops.model_input(rows, spec))
+    emb = embed_floats(embed, crops.model_input(rows, spec))
     labels = np.array([crops.identity[r] for r in rows])
     same, values = verification.all_pairs(emb, labels, distance)
     hic = distances.get(distance).higher_is_closer
@@ -153,7 +164,7 @@ def heldout_calibration(
     figures: AUC, EER, TAR at FARs down to 1e-4; its accuracy is at the oracle threshold)."""
     wanted = set(identities)
     rows = np.array([i for i, who in enumerate(crops.identity) if who in wanted], dtype=np.int64)
-    emb = embed_all(embed, crops.model_input(rows, spec))
+    emb = embed_floats(embed, crops.model_input(rows, spec))
     labels = np.array([crops.identity[r] for r in rows])
     genuine_a, genuine_b = [], []
     for who in np.unique(labels):
@@ -242,7 +253,7 @@ def evaluate_face_model(
     """`python -m training evaluate` for a face model: `face_metrics` from a torch checkpoint or an ONNX
     artifact, plus the calibration it would ship with."""
     from model.artifact import load as load_artifact
-    from training.data.face_cache import load_face_crops
+    from training.data.face_cache import load_face_crops, read_face_block
     from training.data.faces import load_lfw_protocol
 
     if artifact is not None:
@@ -258,7 +269,8 @@ def evaluate_face_model(
         net, ckpt = load_checkpoint_embedder(checkpoint, tta_flip=tta_flip)
         cfg, spec, distance = ckpt["train_config"], PreprocessSpec.from_dict(ckpt["preprocess"]), ckpt["distance"]
         embed = torch_embed_fn(net.eval(), torch.device("cpu"))
-    crops = load_face_crops(Path(data_root), cache_dir, EVAL_SETS, channels=cfg["channels"])
+    face = art.card.face if artifact is not None else read_face_block(Path(checkpoint).parent)  # type: ignore[arg-type]
+    crops = load_face_crops(Path(data_root), cache_dir, EVAL_SETS, face, channels=cfg["channels"])
     metrics, calibration, _ = face_metrics(embed, crops, load_lfw_protocol(Path(data_root)), cfg, spec, distance)
     return {
         "source": str(artifact or checkpoint),

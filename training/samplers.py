@@ -59,6 +59,8 @@ class EpisodeSampler:
 
     within_group: the probability that an episode draws all N classes from one group (Lake's
     within-alphabet runs are of this kind: such episodes hold the hardest negatives). 0 = never, 1 = always.
+    episodes: episodes per batch (a meta-batch for episodic methods), each of N·(K+Q) indices in the
+    layout above, back to back.
     """
 
     def __init__(
@@ -71,7 +73,10 @@ class EpisodeSampler:
         rank: int = 0,
         groups: np.ndarray | None = None,
         within_group: float = 0.0,
+        episodes: int = 1,
     ) -> None:
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}")
         if not 0.0 <= within_group <= 1.0:
             raise ValueError(f"within_group is a probability, got {within_group}")
         if within_group and groups is None:
@@ -80,7 +85,7 @@ class EpisodeSampler:
         if n_way > len(self.index.classes):
             raise ValueError(f"{n_way}-way episodes but only {len(self.index.classes)} classes exist")
         self.n_way, self.k_shot, self.q_query = n_way, k_shot, q_query
-        self.seed, self.rank, self.within_group = seed, rank, within_group
+        self.seed, self.rank, self.within_group, self.episodes = seed, rank, within_group, episodes
         if within_group:
             cg = self.index.class_group
             assert cg is not None
@@ -90,10 +95,14 @@ class EpisodeSampler:
 
     @property
     def batch_size(self) -> int:
-        return self.n_way * (self.k_shot + self.q_query)
+        return self.episodes * self.n_way * (self.k_shot + self.q_query)
 
     def batch(self, step: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.rank, step])
+        # One generator for the whole batch: with episodes = 1 the draws are those of a single episode.
+        return np.concatenate([self._episode(rng) for _ in range(self.episodes)])
+
+    def _episode(self, rng: np.random.Generator) -> np.ndarray:
         pool = self.index.classes
         if self.within_group and rng.random() < self.within_group:
             g = rng.choice(self.eligible_groups)

@@ -1,5 +1,9 @@
 """The training loop, readable top to bottom: data → net → objective → steps → validate → checkpoint.
 
+Two kinds of objective share the loop: embedding objectives (`TrainModule`: an embedder and a loss over
+its embeddings) and episodic methods (`training.episodic.EpisodicTrainModule`: matching nets, relation
+nets, MAML, which read whole episodes). Both are `forward(x, y) -> (loss, batch accuracy)`.
+
 Runs on CUDA (bf16 autocast) when present, else the CPU; under `torchrun` it trains data-parallel
 (DDP: NCCL on GPUs, gloo on CPUs), each rank drawing its own batches. Resumes from `last.pt` in the
 run folder; keeps the best validation state in `best.pt`; writes `config.json`, `metrics.json` and
@@ -32,8 +36,9 @@ from training.augment import build_augment
 from training.config import TrainConfig
 from training.data import ImageSet, split_by_group
 from training.data.folder import load_identity_folder
-from training.data.omniglot import load_omniglot
+from training.data.omniglot import load_omniglot, load_vinyals
 from training.distances import to_pml
+from training.episodic import EpisodicTrainModule, build_episodic_method, exported_embedder_state, predict_fn
 from training.losses import KochLoss
 from training.objectives import Objective, build_objective
 
@@ -42,13 +47,14 @@ LOG = logging.getLogger(__name__)
 
 class TrainModule(nn.Module):
     """Embedder + objective in one module, so DDP syncs the loss's parameters (Koch's head,
-    softmax class weights) with the net's. forward(x N×C×H×W, y N) -> (loss, embeddings N×D)."""
+    softmax class weights) with the net's. forward(x N×C×H×W, y N) -> (loss, batch 1-NN accuracy)."""
 
     def __init__(self, embedder: Embedder, objective: Objective) -> None:
         super().__init__()
         self.embedder = embedder
         self.loss = objective.loss
         self.miner = objective.miner
+        self.distance = objective.distance
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.embedder(x)
@@ -57,7 +63,8 @@ class TrainModule(nn.Module):
         with torch.autocast(emb.device.type, enabled=False):
             emb = emb.float()
             tuples = self.miner(emb, y) if self.miner is not None else None
-            return self.loss(emb, y, tuples), emb
+            loss = self.loss(emb, y, tuples)
+        return loss, torch.tensor(batch_nn_accuracy(emb, y, self.distance))
 
     def deployable_state(self) -> dict[str, torch.Tensor]:
         """The embedder's state with a learned loss-side scale (Koch's α) folded into `scale`."""
@@ -111,15 +118,20 @@ def embedder_config(cfg: TrainConfig, objective_flags: tuple[bool, bool]) -> Emb
     return EmbedderConfig(backbone=cfg.net, backbone_config=dict(bb), l2_normalize=l2, scaled=scaled)
 
 
-def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
-    """(train, validation) sets. Validation holds out whole groups; rotations only augment training."""
+def load_data(cfg: TrainConfig, face: dict[str, Any] | None = None) -> tuple[ImageSet, ImageSet | None]:
+    """(train, validation) sets. Validation holds out whole groups; rotations only augment training.
+    face: faces only, the crop recipe (card-format face block; default: model.faces's defaults)."""
     spec = preprocess_spec(cfg)
+    if cfg.data == "omniglot" and cfg.split == "vinyals":
+        # Vinyals et al.'s class split: its own validation classes; every rotation is already a class.
+        train = load_vinyals(Path(cfg.data_root), "train", spec, Path(cfg.cache_dir))
+        return train, load_vinyals(Path(cfg.data_root), "val", spec, Path(cfg.cache_dir))
     if cfg.data == "omniglot":
         full = load_omniglot(Path(cfg.data_root), "background", spec, Path(cfg.cache_dir))
     elif cfg.data == "faces":
         from training.data.face_cache import face_training_set  # OpenCV and the face archives: only here
 
-        full = face_training_set(cfg, spec)
+        full = face_training_set(cfg, spec, face)
     else:
         full = load_identity_folder(Path(cfg.data_root), spec, min_per_class=2)
     train, val = split_by_group(full, cfg.val_groups, cfg.seed) if cfg.val_groups else (full, None)
@@ -139,6 +151,7 @@ def build_sampler(cfg: TrainConfig, train: ImageSet, rank: int) -> samplers.Samp
             rank,
             groups=train.groups,
             within_group=cfg.within_group,
+            episodes=cfg.episodes_per_batch,
         )
     if cfg.sampler == "pairs":
         return samplers.PairSampler(train.labels, cfg.pairs, cfg.seed, rank)
@@ -171,21 +184,36 @@ def torch_embed_fn(embedder: nn.Module, device: torch.device, batch: int = 512) 
 
 
 def validation_accuracy(
-    embed: evaluate.EmbedFn, val: ImageSet, cfg: TrainConfig, distance: str, n_episodes: int, seed: int
+    embed: evaluate.EmbedFn | None,
+    val: ImageSet,
+    cfg: TrainConfig,
+    distance: str | None,
+    n_episodes: int,
+    seed: int,
+    predict: evaluate.PredictFn | None = None,
 ) -> evaluate.Accuracy:
     """The validation protocol: `val_way`-way 1-shot episodes on the held-out groups, each episode within
-    one group (alphabet) for Omniglot."""
-    emb = evaluate.embed_all(embed, val.images)
+    one group (alphabet) for Omniglot. Measures `embed` with `distance`, or an episodic `predict`."""
     n_way = min(cfg.val_way, val.num_classes)
     within = val.groups if cfg.data == "omniglot" else None
+    if predict is not None:
+        return evaluate.episodes_predict(predict, val.images, val.labels, n_way, 1, 1, n_episodes, seed, within)
+    if embed is None or distance is None:
+        raise ValueError("give an embed function and its distance, or a predict function")
+    emb = evaluate.embed_all(embed, val.images)
     return evaluate.episodes(emb, val.labels, n_way, 1, 1, n_episodes, distances.get(distance), seed, within)
 
 
-def validate(module: TrainModule, val: ImageSet, cfg: TrainConfig, distance: str, device: torch.device) -> float:
-    """Validation accuracy of the deployable embedder during training (fixed episodes, seed 1234)."""
+def validate(module: TrainModule | EpisodicTrainModule, val: ImageSet, cfg: TrainConfig, device: torch.device) -> float:
+    """Validation accuracy during training (fixed episodes, seed 1234): of the deployable embedder, or of
+    the episodic method's own predictions."""
+    if isinstance(module, EpisodicTrainModule):
+        predict = predict_fn(module.method, device)
+        return validation_accuracy(None, val, cfg, None, cfg.val_episodes, 1234, predict=predict).mean
     embedder = Embedder(module.embedder.config).to(device)
     embedder.load_state_dict(module.deployable_state())
-    return validation_accuracy(torch_embed_fn(embedder, device), val, cfg, distance, cfg.val_episodes, 1234).mean
+    embed = torch_embed_fn(embedder, device)
+    return validation_accuracy(embed, val, cfg, module.distance, cfg.val_episodes, 1234).mean
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -207,7 +235,7 @@ def plot_curve(history: list[dict[str, float]], path: Path, title: str) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("train loss", color="tab:blue")
     ax2 = ax.twinx()
-    ax2.plot(steps, [h["train_acc"] for h in history], color="tab:orange", alpha=0.6, label="batch 1-NN acc")
+    ax2.plot(steps, [h["train_acc"] for h in history], color="tab:orange", alpha=0.6, label="batch acc")
     val = [(h["step"], h["val_acc"]) for h in history if not math.isnan(h.get("val_acc", math.nan))]
     if val:
         ax2.plot(*zip(*val, strict=True), color="tab:green", marker="o", label="validation acc")
@@ -273,30 +301,48 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     # Rank 0 builds the dataset cache alone; the others read it once it is complete.
     if distributed and not is_main:
         dist.barrier()
-    train_set, val_set = load_data(cfg)
+    face = None
+    if cfg.data == "faces":
+        # The crop recipe is fixed when a run starts (and kept on resume), recorded for export and serving:
+        # a later change of model.faces's defaults must not change what this model is evaluated on.
+        from training.data.face_cache import default_face_block, read_face_block
+
+        face = read_face_block(run_dir) if (run_dir / "face_block.json").is_file() else default_face_block()
+        if is_main:
+            (run_dir / "face_block.json").write_text(json.dumps(face, indent=2))
+    train_set, val_set = load_data(cfg, face)
     if distributed and is_main:
         dist.barrier()
     images = torch.from_numpy(train_set.images).to(device)  # uint8 on the device: 4× smaller than float
     labels = torch.from_numpy(train_set.labels).to(device)
-    dim = embedder_config(cfg, (False, False)).embedding_dim  # the output transform does not change D
-    objective = build_objective(cfg, dim, train_set.num_classes)
-    ecfg = embedder_config(cfg, (objective.l2_normalize, objective.scaled))
+    module: TrainModule | EpisodicTrainModule
+    distance: str | None  # what serving would compare embeddings with; None: no embedding to serve
+    if cfg.episodic:
+        method = build_episodic_method(cfg)
+        module = EpisodicTrainModule(method, cfg.n_way, cfg.k_shot, cfg.q_query, cfg.episodes_per_batch)
+        distance = exported_embedder_state(cfg, method).get("distance")
+        groups = [{"params": module.parameters(), "lr": cfg.lr}]
+    else:
+        dim = embedder_config(cfg, (False, False)).embedding_dim  # the output transform does not change D
+        objective = build_objective(cfg, dim, train_set.num_classes)
+        ecfg = embedder_config(cfg, (objective.l2_normalize, objective.scaled))
+        module, distance = TrainModule(Embedder(ecfg), objective), objective.distance
+        # A loss with parameters may ask for its own rate (KochLoss.lr_multiplier); LambdaLR scales both groups.
+        head_lr = cfg.lr * getattr(module.loss, "lr_multiplier", 1.0)
+        groups = [{"params": module.embedder.parameters(), "lr": cfg.lr}]
+        if any(True for _ in module.loss.parameters()):
+            groups.append({"params": module.loss.parameters(), "lr": head_lr, "weight_decay": 0.0})
     # channels_last: oneDNN's and cuDNN's fastest conv layout (1.4x on the 2-core CPU, measured).
-    module = TrainModule(Embedder(ecfg), objective).to(device, memory_format=torch.channels_last)
+    module.to(device, memory_format=torch.channels_last)
     model: nn.Module = nn.parallel.DistributedDataParallel(module) if distributed else module
     sampler = build_sampler(cfg, train_set, rank)
     augment = build_augment(cfg)
-    # A loss with parameters may ask for its own rate (KochLoss.lr_multiplier); LambdaLR scales both groups.
-    head_lr = cfg.lr * getattr(module.loss, "lr_multiplier", 1.0)
-    groups = [{"params": module.embedder.parameters(), "lr": cfg.lr}]
-    if any(True for _ in module.loss.parameters()):
-        groups.append({"params": module.loss.parameters(), "lr": head_lr, "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
 
     # --- resume
     state = RunState()
-    miner_rng: torch.Generator | None = getattr(module.miner, "generator", None)  # random negatives
+    miner_rng: torch.Generator | None = getattr(getattr(module, "miner", None), "generator", None)  # negatives
     last = run_dir / "last.pt"
     if last.is_file():
         ckpt = torch.load(last, map_location=device, weights_only=False)
@@ -329,11 +375,25 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             )
 
     def save_best(val_acc: float) -> None:
-        """The deployable embedder alone (Koch's head folded in), with what export needs to describe it."""
+        """The deployable embedder alone (Koch's head folded in), with what export needs to describe it;
+        for an episodic method, its whole state (`training.episodic.load_episodic` rebuilds it), plus
+        the embedder's keys where it predicts by an embedding distance."""
+        if isinstance(module, EpisodicTrainModule):
+            best = {
+                "episodic": module.method.state_dict(),
+                "preprocess": preprocess_spec(cfg).to_dict(),
+                "train_config": cfg.to_dict(),
+                "step": state.step,
+                "val_acc": val_acc,
+                "head_bias": None,
+                **exported_embedder_state(cfg, module.method),
+            }
+            save_atomic(best, run_dir / "best.pt")
+            return
         best = {
             "model_config": ecfg.to_dict(),
             "model": module.deployable_state(),
-            "distance": objective.distance,
+            "distance": distance,
             "preprocess": preprocess_spec(cfg).to_dict(),
             "train_config": cfg.to_dict(),
             "step": state.step,
@@ -363,7 +423,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                 x = augment(x, gen)
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
-                loss, emb = model(x, y)
+                loss, batch_acc = model(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -373,7 +433,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             state.step += 1
             state.images_seen += len(idx)
             seen_at_tick += len(idx)
-            window.append((loss.item(), batch_nn_accuracy(emb, y, objective.distance)))
+            window.append((loss.item(), batch_acc.item()))
             ips = seen_at_tick / max(1e-9, time.time() - tick)
             bar.set_postfix(loss=f"{window[-1][0]:.3f}", acc=f"{window[-1][1]:.2f}", img_s=f"{ips:.0f}")
             bar.update(1)
@@ -382,7 +442,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                 state.elapsed_s = elapsed_before + time.time() - started
                 val_acc = math.nan
                 if val_set is not None and is_main:
-                    val_acc = validate(module, val_set, cfg, objective.distance, device)
+                    val_acc = validate(module, val_set, cfg, device)
                     if val_acc > state.best_val + (cfg.val_min_delta if state.best_step else 0.0):
                         state.best_val, state.best_step, state.stale_evals = val_acc, state.step, 0
                         save_best(val_acc)
@@ -452,7 +512,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             "hardware": hardware(device),
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "ranks_in_sync": in_sync,
-            "distance": objective.distance,
+            "distance": distance,
             "history": state.history,
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

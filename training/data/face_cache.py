@@ -25,12 +25,25 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from model.faces import AlignSpec, Face, FaceDetector, FaceError, align_face, as_rgb_array, find_face, make_detector
+from model.faces import (
+    DEFAULT_MIN_FACE_SIZE,
+    AlignSpec,
+    Face,
+    FaceDetector,
+    FaceError,
+    HaarFaceDetector,
+    HaarParams,
+    align_face,
+    as_rgb_array,
+    find_face,
+    make_detector,
+)
 from model.preprocess import ImageDecodeError, PreprocessSpec, decode, prepare
 from training.config import FACE_SETS, TrainConfig
 from training.data.base import ImageSet
@@ -214,16 +227,31 @@ def _build_set(
     )
 
 
-def cache_key(align: AlignSpec, detector: FaceDetector, channels: int, min_size: int) -> str:
-    params = getattr(detector, "params", None)
-    recipe = {
-        "version": VERSION,
-        "align": align.to_dict(),
-        "detector": detector.name,
-        "detector_params": params.to_dict() if params is not None else None,
-        "channels": channels,
-        "min_size": min_size,
+def default_face_block(min_size: int = DEFAULT_MIN_FACE_SIZE) -> dict[str, Any]:
+    """The crop recipe in the model card's `face` format: alignment geometry, detector and its parameters,
+    smallest usable face. `model.faces`'s current defaults."""
+    return {
+        "align": AlignSpec().to_dict(),
+        "detector": {"name": "haar", "params": HaarParams().to_dict()},
+        "min_face": min_size,
     }
+
+
+def recipe_parts(face: dict[str, Any]) -> tuple[AlignSpec, FaceDetector, int]:
+    """(align spec, detector, min face size) from a card-format `face` block."""
+    det = face["detector"]
+    params = dict(det.get("params") or {})
+    detector = (
+        HaarFaceDetector(HaarParams.from_dict(params))
+        if det["name"] == "haar"
+        else make_detector(det["name"], **params)
+    )
+    return AlignSpec.from_dict(face["align"]), detector, int(face["min_face"])
+
+
+def cache_key(face: dict[str, Any], channels: int) -> str:
+    """A hash of everything that shapes a crop, so a changed recipe never reuses old crops."""
+    recipe = {"version": VERSION, "face": face, "channels": channels}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -231,16 +259,16 @@ def load_face_crops(
     data_root: Path,
     cache_dir: Path,
     sets: tuple[str, ...] = FACE_SETS,
-    align: AlignSpec | None = None,
-    detector: FaceDetector | None = None,
+    face: dict[str, Any] | None = None,
     channels: int = 1,
-    min_size: int = 40,
 ) -> FaceCrops:
-    """The aligned crops of `sets` (in that order), built on first use (a few minutes for LFW on one core)
-    and read from `cache_dir/faces/<set>-<key>.npz` afterwards."""
-    align = align or AlignSpec()
-    detector = detector or make_detector("haar")
-    key = cache_key(align, detector, channels, min_size)
+    """The aligned crops of `sets` (in that order) made with the recipe `face` (a card-format face block;
+    default: `default_face_block()`), built on first use (minutes for LFW) and read from
+    `cache_dir/faces/<set>-<key>.npz` afterwards. A model is evaluated with the recipe it trained with
+    (its run's face_block.json, its card's `face`), whatever `model.faces`'s defaults have become since."""
+    face = face or default_face_block()
+    align, detector, min_size = recipe_parts(face)
+    key = cache_key(face, channels)
     parts = []
     for name in sets:
         if name not in READERS:
@@ -249,7 +277,7 @@ def load_face_crops(
         if not path.is_file():
             part = _build_set(name, READERS[name](data_root), detector, align, channels, min_size)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # two builders never write one file
             np.savez(
                 tmp,
                 keys=np.array(part.keys),
@@ -304,10 +332,18 @@ def training_mask(crops: FaceCrops, cfg: TrainConfig) -> np.ndarray:
     return mask
 
 
-def face_training_set(cfg: TrainConfig, spec: PreprocessSpec) -> ImageSet:
-    """The ImageSet a face run trains on (see `training_mask`), prepared with `spec`. Each identity is its
-    own class and its own group, so `split_by_group` holds out whole people for validation."""
-    crops = load_face_crops(Path(cfg.data_root), Path(cfg.cache_dir), cfg.face_set_names, channels=cfg.channels)
+def read_face_block(run_dir: Path) -> dict[str, Any]:
+    """The crop recipe a face run trained with (its face_block.json), or the current default for runs made
+    before runs recorded one."""
+    path = Path(run_dir) / "face_block.json"
+    return json.loads(path.read_text()) if path.is_file() else default_face_block()
+
+
+def face_training_set(cfg: TrainConfig, spec: PreprocessSpec, face: dict[str, Any] | None = None) -> ImageSet:
+    """The ImageSet a face run trains on (see `training_mask`), prepared with `spec` from crops made with
+    the recipe `face` (default: `default_face_block()`). Each identity is its own class and its own group, so
+    `split_by_group` holds out whole people for validation."""
+    crops = load_face_crops(Path(cfg.data_root), Path(cfg.cache_dir), cfg.face_set_names, face, channels=cfg.channels)
     chosen = crops.select(training_mask(crops, cfg))
     names, labels = np.unique(np.array(chosen.identity), return_inverse=True)
     images = np.round(chosen.model_input(np.arange(len(chosen)), spec) * 255.0).astype(np.uint8)
