@@ -55,9 +55,14 @@ def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(_
 async def read_upload(file: UploadFile, limit: int) -> Upload:
     """An uploaded file's bytes, at most `limit` of them read; an empty or larger file becomes the Upload's error
     (an enrollment reports it per image, verify and identify raise it)."""
+    # The client's file name is stored (`source`) and echoed: without NULs or unpaired surrogates, which neither
+    # PostgreSQL nor a UTF-8 answer can carry.
+    name = file.filename
+    if name is not None:
+        name = name.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     data = await file.read(limit + 1)
     if len(data) > limit:
-        return Upload(file.filename, error=FileTooLarge(f"{file.filename or 'the file'} is over {limit} bytes"))
+        return Upload(name, error=FileTooLarge(f"{name or 'the file'} is over {limit} bytes"))
     if not data:
-        return Upload(file.filename, error=EmptyFile(f"{file.filename or 'the file'} is empty"))
-    return Upload(file.filename, data)
+        return Upload(name, error=EmptyFile(f"{name or 'the file'} is empty"))
+    return Upload(name, data)

@@ -9,6 +9,7 @@ unexpected becomes a 500 with a generic message (the traceback goes to the log, 
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -142,6 +143,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "face_too_small": 422,
     "face_error": 422,
     "not_ready": 503,
+    "store_unavailable": 503,
 }
 
 
@@ -176,6 +178,12 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}  # fmt: skip
 
 
+def _store_outage(exc: Exception) -> bool:
+    """A lost or refused PostgreSQL connection (psycopg is only imported where PostgreSQL is used)."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error response the same shape."""
 
@@ -198,6 +206,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(code, str(exc.detail), status=exc.status_code)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if _store_outage(exc):  # transient: the client may retry (the store reconnects at its next call)
+            LOG.warning("gallery database unavailable on %s %s: %s", request.method, request.url.path, exc)
+            return error_response("store_unavailable", "the gallery database is unavailable: retry", status=503)
         LOG.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response("internal_error", "internal error", status=500)
 

@@ -20,7 +20,7 @@ from app.errors import install_error_handlers
 from app.gallery import GalleryFollower
 from app.metrics import Metrics, MetricsMiddleware
 from app.middleware import BodyLimit
-from app.routers import enroll, identify, subjects, system, verify
+from app.routers import console, enroll, identify, subjects, system, verify
 from app.schemas import ErrorResponse
 from app.service import load_resources
 from app.settings import Settings, get_settings
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     metrics.watch_gallery(lambda: app.state.resources.gallery.sizes() if app.state.resources else None)
     install_error_handlers(app)
-    for router in (enroll.router, verify.router, identify.router, subjects.router, system.router):
+    for router in (enroll.router, verify.router, identify.router, subjects.router, system.router, console.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=_body_limit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: times everything, 413s included

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         SecretStr(""), description="Comma-separated API keys accepted in the X-API-Key header. Never logged."
     )
     dev_disable_auth: bool = Field(False, description="Development only: serve without API keys.")
+    console: bool = Field(
+        True,
+        description="Serve the web console (static pages at /console/, / redirects there). Its API calls send a key "
+        "like any client's; off: neither path exists.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,8 +155,9 @@ class PostgresStore(SQLStore):
     One connection per process, shared by its threads under a lock, as with SQLite: statements take a
     millisecond or so next to tens of milliseconds of embedding work per image. Writes lock the subject row they
     change (`SELECT ... FOR UPDATE`), so concurrent writes to one subject from several replicas serialise. A
-    connection found closed (the server restarted, the network dropped) is replaced at the next call; the call
-    that hit the failure raises `psycopg.OperationalError`.
+    connection found closed (the server restarted, the network dropped) is replaced at the next call. A write whose
+    BEGIN finds the connection dead, and a read (`_read`), are retried once on a new connection; any other call that
+    hits the failure raises `psycopg.OperationalError` (a 503 `store_unavailable` over HTTP).
     """
 
     _FOR_UPDATE = " FOR UPDATE"
@@ -190,10 +191,27 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _tx(self) -> Iterator[_Conn]:
-        with self._lock:
+        with self._lock, ExitStack() as stack:
             conn = self._connection()
-            with conn.transaction():
-                yield _Conn(conn)
+            try:
+                stack.enter_context(conn.transaction())
+            except psycopg.OperationalError:
+                if not conn.closed:
+                    raise
+                # The connection died while idle (the server restarted, an admin ended the session): found out at
+                # BEGIN, before anything of this write was sent, so the transaction runs as new on a new one.
+                conn = self._connection()
+                stack.enter_context(conn.transaction())
+            yield _Conn(conn)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return super()._read(sql, params)
+        except psycopg.OperationalError:
+            with self._lock:
+                if not self._db.closed:
+                    raise
+            return super()._read(sql, params)  # a read is safe to repeat, once, on a new connection
 
     @contextmanager
     def _session(self) -> Iterator[_Conn]:

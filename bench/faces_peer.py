@@ -17,11 +17,9 @@ per image in .cache/peer/ (resumable; the bench reuses them).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from training import verification  # noqa: E402
 from training.data.faces import LFWSplit, Pair, iter_lfw_images, load_lfw_protocol  # noqa: E402
+from training.teacher import model_dir  # noqa: E402
 
 LOG = logging.getLogger("bench.faces_peer")
 
@@ -46,43 +45,21 @@ TOLERANCE = 0.6  # face_recognition's default `tolerance` in compare_faces
 CACHE = REPO / ".cache" / "peer"
 
 
-def model_dir() -> Path | None:
-    """face_recognition_models' folder of .dat files, found without importing the package (see docstring)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None or importlib.util.find_spec("dlib") is None:
-        return None
-    return Path(spec.origin).parent / "models"
-
-
-_MODELS: tuple[Any, Any, Any] | None = None
+_TEACHER: Any = None
 
 
 def _encode(item: tuple[str, bytes]) -> tuple[str, list[float] | None, float]:
     """(key, 128-d descriptor of the largest face or None, seconds for detect + encode) in a worker."""
-    global _MODELS
-    import dlib
-
+    global _TEACHER
     from model.faces import as_rgb_array
     from model.preprocess import decode
+    from training.teacher import DlibTeacher
 
-    if _MODELS is None:
-        folder = model_dir()
-        assert folder is not None
-        _MODELS = (
-            dlib.get_frontal_face_detector(),
-            dlib.shape_predictor(str(folder / "shape_predictor_5_face_landmarks.dat")),
-            dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat")),
-        )
-    detector, predictor, encoder = _MODELS
+    if _TEACHER is None:
+        _TEACHER = DlibTeacher()
     key, data = item
-    rgb = np.ascontiguousarray(as_rgb_array(decode(data)))
-    t = time.perf_counter()
-    faces = detector(rgb, 1)
-    if len(faces) == 0:
-        return key, None, time.perf_counter() - t
-    face = max(faces, key=lambda r: r.width() * r.height())
-    desc = encoder.compute_face_descriptor(rgb, predictor(rgb, face), 1)
-    return key, list(desc), time.perf_counter() - t
+    d = _TEACHER.describe(as_rgb_array(decode(data)), pick="largest", upsample=1)
+    return key, None if d.vector is None else d.vector.tolist(), d.seconds
 
 
 def encode_pairs(pairs: tuple[Pair, ...], data_root: Path, workers: int) -> dict[str, dict[str, Any]]:
@@ -138,6 +115,23 @@ def peer_report(split: LFWSplit, data_root: Path, workers: int = 2) -> dict[str,
         "seconds_per_photo_median": float(np.median(secs)),
         "protocol": f"LFW {split.name} test pairs from the photos; face_recognition defaults, tolerance 0.6",
     }
+
+
+def teacher_heldout_report(split: LFWSplit, data_root: Path) -> dict[str, Any]:
+    """The teacher on the face rows' held-out-people pairs (`training.face_eval.heldout_pairs`: the very same
+    images, order and seeded pairs): its cached targets (`training.teacher`: the central face of each photo, a
+    centred box where HOG finds none), cosine similarity. Threshold-free figures: AUC, EER, TAR at FAR."""
+    from training.data.face_cache import default_face_block, load_face_crops
+    from training.face_eval import EVAL_SETS, heldout_pairs, heldout_rows
+    from training.teacher import teacher_targets
+
+    crops = load_face_crops(data_root, REPO / ".cache", EVAL_SETS, default_face_block(), channels=1)
+    rows = heldout_rows(crops, [f"lfw/{p}" for p in split.test_people])
+    vectors = teacher_targets(data_root, REPO / ".cache", ("lfw",)).lookup([crops.keys[r] for r in rows])
+    ia, ib, same = heldout_pairs(np.array([crops.identity[r] for r in rows]), 200_000, 0)
+    values = np.nan_to_num((vectors[ia] * vectors[ib]).sum(1), nan=-2.0)  # no descriptor: never a match
+    report = verification.verification_report(same, values, higher_is_closer=True, fars=verification.CARD_FARS)
+    return {**report.to_dict(), "n_genuine": int(same.sum()), "n_impostor": int((~same).sum())}
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pytest
@@ -153,8 +154,9 @@ def test_change_ids_follow_commit_order(open_pg: Callable[[], PostgresStore]) ->
 def test_a_replica_catches_up_after_losing_its_connection(
     open_pg: Callable[[], PostgresStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The server drops replica A's connection while B writes: A's next sync fails, the one after reconnects
-    and applies B's writes from A's last seen change, without rebuilding."""
+    """The server drops replica A's connection while B writes: A's next sync reconnects (a read is retried once on a
+    new connection) and applies B's writes from A's last seen change, without rebuilding; a write whose BEGIN meets
+    a dropped connection runs on a new one."""
     a = Gallery(open_pg(), DIM, "cosine", "faces", IndexParams(), model_id=MODEL)
     b = Gallery(open_pg(), DIM, "cosine", "faces", IndexParams(), model_id=MODEL)
     a.load()
@@ -172,12 +174,28 @@ def test_a_replica_catches_up_after_losing_its_connection(
         raise AssertionError("the replica rebuilt its gallery instead of catching up")
 
     monkeypatch.setattr(a, "load", no_rebuild)
-    with pytest.raises(psycopg.OperationalError):
-        a.sync()
-    assert a.last_change == seen  # nothing applied from the failed read
+    assert a.last_change == seen
     assert a.sync() == 3  # reconnected: its own enrollment (not yet read back) and both of B's changes
     assert [c.subject_id for c in a.search(face(2).embedding, 5)] == ["during"]
     assert a.sizes() == b.sizes() == {"subjects": 1, "faces": 1, "index_size": 1}
+    # A write after the connection was dropped while idle: retried at BEGIN on a new connection, stored once.
+    pid = a.store._db.info.backend_pid  # type: ignore[attr-defined]
+    with psycopg.connect(a.store._url, autocommit=True) as admin:  # type: ignore[attr-defined]
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    a.enroll("after", [face(3)], None, None)
+    assert a.store._db.info.backend_pid != pid  # type: ignore[attr-defined]
+    assert b.sync() == 3  # its own two writes (not yet read back) and A's
+    assert [c.subject_id for c in b.search(face(3).embedding, 1)] == ["after"]
+    assert b.sizes() == {"subjects": 2, "faces": 2, "index_size": 2}
+    # A read in the middle of a lost connection is retried once; when the server refuses new ones, it raises.
+    parts = urlsplit(a.store._url)  # type: ignore[attr-defined]
+    user = parts.netloc.rpartition("@")[0]
+    a.store._url = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:1" if user else "127.0.0.1:1"))  # type: ignore[attr-defined]
+    pid = a.store._db.info.backend_pid  # type: ignore[attr-defined]
+    with psycopg.connect(b.store._url, autocommit=True) as admin:  # type: ignore[attr-defined]
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError):
+        a.sync()
 
 
 # ------------------------------------------------------------------------------------ two service replicas

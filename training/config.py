@@ -13,7 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-EMBEDDING_OBJECTIVES = ("koch", "contrastive", "triplet", "proto", "normsoftmax", "arcface", "cosface")
+# "distill": no labelled loss, only the teacher's (distill_regression / distill_relational; training/teacher.py).
+EMBEDDING_OBJECTIVES = ("koch", "contrastive", "triplet", "proto", "normsoftmax", "arcface", "cosface", "distill")
 # Methods that read a whole episode (training/episodic.py); of these, plain matching nets still predict by
 # a distance between embeddings, so their embedder exports like an embedding objective's.
 EPISODIC_OBJECTIVES = ("matching", "matching_fce", "relation", "maml", "fomaml")
@@ -72,6 +73,12 @@ class TrainConfig:
     inner_steps: int = 1  # maml, fomaml: inner SGD steps on the support set in training
     inner_steps_eval: int = 3  # maml, fomaml: inner steps at validation and test
     inner_lr: float = 0.4  # maml, fomaml: the inner loop's step size α
+    # Distillation from a face teacher (faces only; training/teacher.py), added to the objective's loss:
+    # regression pulls each embedding to its image's normalised teacher embedding (1 - cosine); relational
+    # matches the batch's pairwise cosine similarities to the teacher's.
+    teacher: str = ""  # "" (none) or "dlib"
+    distill_regression: float = 0.0  # weight of the regression term
+    distill_relational: float = 0.0  # weight of the relational term
     # --- sampler
     sampler: str = "episodes"  # one of SAMPLERS
     n_way: int = 60
@@ -156,7 +163,18 @@ class TrainConfig:
             if self.objective in ("relation", "maml", "fomaml") and self.net != "convnet":
                 # Both build their papers' own conv stacks from `widths`; another backbone would be ignored.
                 raise ValueError(f"{self.objective} builds its own network from widths: leave net = convnet")
-        elif self.episodes_per_batch != 1:
+        distilling = self.distill_regression > 0 or self.distill_relational > 0
+        if self.teacher not in ("", "dlib"):
+            raise ValueError(f"teacher must be '' or 'dlib', got {self.teacher!r}")
+        if self.distill_regression < 0 or self.distill_relational < 0:
+            raise ValueError("distill_regression and distill_relational are weights: >= 0")
+        if distilling != bool(self.teacher):
+            raise ValueError("distillation needs both a teacher and a weight > 0 (distill_regression/relational)")
+        if self.teacher and (self.data != "faces" or self.episodic):
+            raise ValueError("a teacher distils into a face embedder: data = faces, an embedding objective")
+        if self.objective == "distill" and not distilling:
+            raise ValueError("objective = distill trains on the teacher alone: set teacher and a distill weight")
+        if not self.episodic and self.episodes_per_batch != 1:
             raise ValueError("episodes_per_batch > 1 is for episodic objectives (embedding losses see one episode)")
 
     @property

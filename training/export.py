@@ -21,6 +21,7 @@ from model.artifact import ModelCard
 from model.artifact import load as load_artifact
 from model.nets import Embedder, EmbedderConfig
 from training.data.face_cache import read_face_block
+from training.teacher import teacher_card
 
 LOG = logging.getLogger(__name__)
 
@@ -73,9 +74,15 @@ def face_training_description(cfg: dict[str, Any]) -> str:
         "all": "every LFW person",
         "view1": "LFW View 1 training people only (peopleDevTrain.txt: 4,038 people)",
     }.get(cfg["face_protocol"], f"LFW people of every View 2 fold but {cfg['face_protocol']}")
+    outside = (
+        "; with outside data: distilled from a public-domain face teacher (training.teacher) "
+        "whose targets were computed on these same images"
+        if cfg.get("teacher")
+        else "; no outside data"
+    )
     return (
         f"face sets {cfg['face_sets']} from {cfg['data_root']}, aligned by model.faces (Haar detector); "
-        f"{protocol}; ORL minus {cfg['holdout_subjects']} held-out subjects; Extended Yale B (cropped)"
+        f"{protocol}; ORL minus {cfg['holdout_subjects']} held-out subjects; Extended Yale B (cropped){outside}"
     )
 
 
@@ -140,6 +147,12 @@ def export_run(
                 "pairs closer than this threshold have p(same) > 0.5",
                 "fitted_on": "training pairs (the head's bias, learned with the net)",
             }
+        distilled = {}
+        if cfg.get("teacher"):
+            distilled = {
+                "teacher": teacher_card(tuple(s for s in cfg["face_sets"].split(",") if s)),
+                "distill": {"regression": cfg["distill_regression"], "relational": cfg["distill_relational"]},
+            }
         card = ModelCard(
             name=name,
             version=version,
@@ -167,6 +180,7 @@ def export_run(
             thresholds=thresholds,
             training={
                 "objective": cfg["objective"],
+                **distilled,
                 "net": cfg["net"] + (" (reduced resolution)" if reduced else ""),
                 "image_size": cfg["image_size"],
                 "test_time_augmentation": tta_description(tta_shift, tta_flip),

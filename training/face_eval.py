@@ -148,6 +148,34 @@ def report_row(report: verification.VerificationReport) -> dict[str, Any]:
     return {k: d[k] for k in ("accuracy", "auc", "eer", "tar_at_far", "threshold", "n_genuine", "n_impostor")}
 
 
+def heldout_rows(crops: FaceCrops, identities: list[str]) -> np.ndarray:
+    """Rows of `crops` whose identity is one of `identities`, in cache order (int64)."""
+    wanted = set(identities)
+    return np.array([i for i, who in enumerate(crops.identity) if who in wanted], dtype=np.int64)
+
+
+def heldout_pairs(labels: np.ndarray, max_impostors: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, same): every same-person pair among `labels` (one identity per image) and up to `max_impostors`
+    seeded random different-person pairs, as index arrays into `labels`. Seeded, so that any model scored
+    on the same images in the same order is scored on the very same pairs."""
+    genuine_a, genuine_b = [], []
+    for who in np.unique(labels):
+        idx = np.flatnonzero(labels == who)
+        for i in range(len(idx)):
+            for j in range(i + 1, len(idx)):
+                genuine_a.append(idx[i])
+                genuine_b.append(idx[j])
+    rng = np.random.default_rng(seed)
+    a = rng.integers(len(labels), size=2 * max_impostors)
+    b = rng.integers(len(labels), size=2 * max_impostors)
+    keep = labels[a] != labels[b]
+    imp_a, imp_b = a[keep][:max_impostors], b[keep][:max_impostors]
+    ia = np.concatenate([np.array(genuine_a, dtype=np.int64), imp_a])
+    ib = np.concatenate([np.array(genuine_b, dtype=np.int64), imp_b])
+    same = np.concatenate([np.ones(len(genuine_a), bool), np.zeros(len(imp_a), bool)])
+    return ia, ib, same
+
+
 def heldout_calibration(
     embed: EmbedFn,
     crops: FaceCrops,
@@ -162,25 +190,9 @@ def heldout_calibration(
     the images of `identities` and up to `max_impostors` seeded random different-person pairs (enough to
     support FAR 1e-4 when there are at least 10,000). Also the report on those pairs (threshold-free
     figures: AUC, EER, TAR at FARs down to 1e-4; its accuracy is at the oracle threshold)."""
-    wanted = set(identities)
-    rows = np.array([i for i, who in enumerate(crops.identity) if who in wanted], dtype=np.int64)
+    rows = heldout_rows(crops, identities)
     emb = embed_floats(embed, crops.model_input(rows, spec))
-    labels = np.array([crops.identity[r] for r in rows])
-    genuine_a, genuine_b = [], []
-    for who in np.unique(labels):
-        idx = np.flatnonzero(labels == who)
-        for i in range(len(idx)):
-            for j in range(i + 1, len(idx)):
-                genuine_a.append(idx[i])
-                genuine_b.append(idx[j])
-    rng = np.random.default_rng(seed)
-    a = rng.integers(len(rows), size=2 * max_impostors)
-    b = rng.integers(len(rows), size=2 * max_impostors)
-    keep = labels[a] != labels[b]
-    imp_a, imp_b = a[keep][:max_impostors], b[keep][:max_impostors]
-    ia = np.concatenate([np.array(genuine_a, dtype=np.int64), imp_a])
-    ib = np.concatenate([np.array(genuine_b, dtype=np.int64), imp_b])
-    same = np.concatenate([np.ones(len(genuine_a), bool), np.zeros(len(imp_a), bool)])
+    ia, ib, same = heldout_pairs(np.array([crops.identity[r] for r in rows]), max_impostors, seed)
     values = verification.pair_values(emb[ia], emb[ib], distance).astype(np.float64)
     hic = distances.get(distance).higher_is_closer
     report = verification.verification_report(same, values, higher_is_closer=hic, fars=verification.CARD_FARS)

@@ -105,3 +105,40 @@ class PrototypicalLoss(nn.Module):
         logits, classes = self.logits(embeddings[support], labels[support], embeddings[query])
         target = (labels[query][:, None] == classes[None, :]).float().argmax(1)
         return F.cross_entropy(logits, target)
+
+
+class DistillLoss(nn.Module):
+    """Distillation from a teacher's per-image embeddings: `loss(embeddings, targets) -> scalar`.
+
+    Unlike the labelled losses it reads targets, not labels: embeddings N×D (the student's, L2-normalised),
+    targets N×D' (the teacher's normalised embeddings of the same images; NaN rows where the teacher has none,
+    which are left out). Two terms, each weighted (0 turns it off):
+      - regression: mean (1 - cos(s_i, t_i)); where D ≠ D' through a learned linear projection D→D' (used in
+        training only: the student's own embedding is what serving uses);
+      - relational (Park et al. 2019's idea on cosine similarities): mean over pairs i ≠ j of
+        (cos(s_i, s_j) - cos(t_i, t_j))², i.e. a Siamese loss on pairs the teacher labels with its similarity.
+    """
+
+    def __init__(self, embedding_dim: int, target_dim: int, regression: float, relational: float) -> None:
+        super().__init__()
+        if regression < 0 or relational < 0 or regression + relational == 0:
+            raise ValueError(f"weights must be >= 0 and not both 0, got {regression}, {relational}")
+        self.regression, self.relational = regression, relational
+        self.project = nn.Linear(embedding_dim, target_dim, bias=False) if embedding_dim != target_dim else None
+
+    def forward(self, embeddings: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if embeddings.ndim != 2 or targets.ndim != 2 or len(embeddings) != len(targets):
+            shapes = f"{tuple(embeddings.shape)}, {tuple(targets.shape)}"
+            raise ValueError(f"expected N×D embeddings and N×D' targets, got {shapes}")
+        keep = ~torch.isnan(targets).any(1)
+        s, t = F.normalize(embeddings[keep], dim=1), targets[keep]
+        if len(s) < 2:
+            return embeddings.sum() * 0.0
+        loss = embeddings.new_zeros(())
+        if self.regression:
+            p = F.normalize(self.project(s), dim=1) if self.project is not None else s
+            loss = loss + self.regression * (1.0 - (p * t).sum(1)).mean()
+        if self.relational:
+            off = ~torch.eye(len(s), dtype=torch.bool, device=s.device)
+            loss = loss + self.relational * ((s @ s.T - t @ t.T)[off] ** 2).mean()
+        return loss

@@ -1,6 +1,7 @@
 """Which loss, miner, sampler and distance each objective uses: the one table of string switches.
 
-An `Objective` is plain data; `TrainModule` (training/trainer.py) runs `loss(emb, y, miner(emb, y))`.
+An `Objective` is plain data; `TrainModule` (training/trainer.py) runs `loss(emb, y, miner(emb, y))`, plus
+`distill(emb, teacher_targets)` where a teacher is set.
 """
 
 from __future__ import annotations
@@ -13,22 +14,35 @@ from torch import nn
 
 from training.config import TrainConfig
 from training.distances import to_pml
-from training.losses import KochLoss, PrototypicalLoss
+from training.losses import DistillLoss, KochLoss, PrototypicalLoss
 from training.miners import AdjacentPairs, BalancedPairMiner, EpisodeSplit
 
 
 @dataclass
 class Objective:
-    loss: nn.Module
+    loss: nn.Module | None  # None: the teacher's loss alone (objective "distill")
     miner: nn.Module | None
     distance: str  # a model.distances name: what serving compares embeddings with
     l2_normalize: bool  # the embedder ends with L2 normalisation
     scaled: bool  # the loss learns a per-dimension scale that export folds into the embedder
+    distill: DistillLoss | None = None  # added to `loss` where a teacher is set
 
 
-def build_objective(cfg: TrainConfig, embedding_dim: int, num_classes: int) -> Objective:
-    """The objective named by `cfg.objective`, with its miner matched to `cfg.sampler`."""
+def build_objective(cfg: TrainConfig, embedding_dim: int, num_classes: int, target_dim: int = 0) -> Objective:
+    """The objective named by `cfg.objective`, with its miner matched to `cfg.sampler`, and the teacher's
+    distillation loss (`target_dim`: the teacher's embedding size) where `cfg.teacher` is set."""
+    objective = _labelled_objective(cfg, embedding_dim, num_classes)
+    if cfg.teacher:
+        if objective.distance != "cosine":
+            raise ValueError(f"distillation matches cosine similarities: {cfg.objective} trains another distance")
+        objective.distill = DistillLoss(embedding_dim, target_dim, cfg.distill_regression, cfg.distill_relational)
+    return objective
+
+
+def _labelled_objective(cfg: TrainConfig, embedding_dim: int, num_classes: int) -> Objective:
     o = cfg.objective
+    if o == "distill":
+        return Objective(None, None, "cosine", l2_normalize=True, scaled=False)
     if o == "koch":
         miner = AdjacentPairs() if cfg.sampler == "pairs" else BalancedPairMiner(1.0, seed=cfg.seed)
         return Objective(KochLoss(embedding_dim), miner, "l1", l2_normalize=False, scaled=True)

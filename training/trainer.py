@@ -47,24 +47,40 @@ LOG = logging.getLogger(__name__)
 
 class TrainModule(nn.Module):
     """Embedder + objective in one module, so DDP syncs the loss's parameters (Koch's head,
-    softmax class weights) with the net's. forward(x N×C×H×W, y N) -> (loss, batch 1-NN accuracy)."""
+    softmax class weights, a distillation projection) with the net's.
+
+    forward(x N×C×H×W, y N, targets N×D' or None) -> (loss, batch 1-NN accuracy); targets are the teacher's
+    embeddings of the batch's images, required where the objective distils."""
 
     def __init__(self, embedder: Embedder, objective: Objective) -> None:
         super().__init__()
         self.embedder = embedder
         self.loss = objective.loss
         self.miner = objective.miner
+        self.distill = objective.distill
         self.distance = objective.distance
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.embedder(x)
         # Mining and the loss in float32 even under bf16 autocast: margins, prototype means and
         # softmax logits at scale 64 lose too much in bf16.
         with torch.autocast(emb.device.type, enabled=False):
             emb = emb.float()
-            tuples = self.miner(emb, y) if self.miner is not None else None
-            loss = self.loss(emb, y, tuples)
+            loss = emb.new_zeros(())
+            if self.loss is not None:
+                tuples = self.miner(emb, y) if self.miner is not None else None
+                loss = loss + self.loss(emb, y, tuples)
+            if self.distill is not None:
+                if targets is None:
+                    raise ValueError("this objective distils a teacher: pass the batch's teacher targets")
+                loss = loss + self.distill(emb, targets)
         return loss, torch.tensor(batch_nn_accuracy(emb, y, self.distance))
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The loss side's parameters (class weights, Koch's head, a distillation projection)."""
+        return [p for m in (self.loss, self.distill) if m is not None for p in m.parameters()]
 
     def deployable_state(self) -> dict[str, torch.Tensor]:
         """The embedder's state with a learned loss-side scale (Koch's α) folded into `scale`."""
@@ -315,6 +331,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         dist.barrier()
     images = torch.from_numpy(train_set.images).to(device)  # uint8 on the device: 4× smaller than float
     labels = torch.from_numpy(train_set.labels).to(device)
+    targets = None if train_set.targets is None else torch.from_numpy(train_set.targets).to(device)
     module: TrainModule | EpisodicTrainModule
     distance: str | None  # what serving would compare embeddings with; None: no embedding to serve
     if cfg.episodic:
@@ -324,14 +341,15 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         groups = [{"params": module.parameters(), "lr": cfg.lr}]
     else:
         dim = embedder_config(cfg, (False, False)).embedding_dim  # the output transform does not change D
-        objective = build_objective(cfg, dim, train_set.num_classes)
+        target_dim = train_set.targets.shape[1] if train_set.targets is not None else 0
+        objective = build_objective(cfg, dim, train_set.num_classes, target_dim)
         ecfg = embedder_config(cfg, (objective.l2_normalize, objective.scaled))
         module, distance = TrainModule(Embedder(ecfg), objective), objective.distance
         # A loss with parameters may ask for its own rate (KochLoss.lr_multiplier); LambdaLR scales both groups.
         head_lr = cfg.lr * getattr(module.loss, "lr_multiplier", 1.0)
         groups = [{"params": module.embedder.parameters(), "lr": cfg.lr}]
-        if any(True for _ in module.loss.parameters()):
-            groups.append({"params": module.loss.parameters(), "lr": head_lr, "weight_decay": 0.0})
+        if module.head_parameters():
+            groups.append({"params": module.head_parameters(), "lr": head_lr, "weight_decay": 0.0})
     # channels_last: oneDNN's and cuDNN's fastest conv layout (1.4x on the 2-core CPU, measured).
     module.to(device, memory_format=torch.channels_last)
     model: nn.Module = nn.parallel.DistributedDataParallel(module) if distributed else module
@@ -423,7 +441,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                 x = augment(x, gen)
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
-                loss, batch_acc = model(x, y)
+                loss, batch_acc = model(x, y) if targets is None else model(x, y, targets[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -18,6 +18,8 @@ class ImageSet:
     groups: int64 N, a coarser grouping of classes (Omniglot alphabets; identity folders: 0). Episodes
       "within alphabet" and validation splits by alphabet use it.
     group_names: one name per group id.
+    targets: float32 N×D per-image regression targets (a teacher's normalised embeddings; NaN rows where the
+      teacher has none), or None.
     """
 
     images: np.ndarray
@@ -25,6 +27,7 @@ class ImageSet:
     class_names: list[str]
     groups: np.ndarray
     group_names: list[str]
+    targets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -32,6 +35,8 @@ class ImageSet:
             raise ValueError(f"images must be uint8 N×C×H×W, got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (n,) or self.groups.shape != (n,):
             raise ValueError("labels and groups must have one entry per image")
+        if self.targets is not None and (self.targets.ndim != 2 or len(self.targets) != n):
+            raise ValueError(f"targets must be N×D with N = {n}, got {self.targets.shape}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -51,6 +56,7 @@ class ImageSet:
             class_names=[self.class_names[i] for i in kept_labels],
             groups=new_groups.astype(np.int64),
             group_names=[self.group_names[i] for i in kept_groups],
+            targets=None if self.targets is None else self.targets[mask],
         )
 
     def with_rotations(self, angles: tuple[int, ...] = (0, 90, 180, 270)) -> ImageSet:

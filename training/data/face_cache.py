@@ -342,16 +342,25 @@ def read_face_block(run_dir: Path) -> dict[str, Any]:
 def face_training_set(cfg: TrainConfig, spec: PreprocessSpec, face: dict[str, Any] | None = None) -> ImageSet:
     """The ImageSet a face run trains on (see `training_mask`), prepared with `spec` from crops made with
     the recipe `face` (default: `default_face_block()`). Each identity is its own class and its own group, so
-    `split_by_group` holds out whole people for validation."""
+    `split_by_group` holds out whole people for validation. With `cfg.teacher`, each image carries the
+    teacher's embedding of its original photo as `targets` (training/teacher.py; computed once and cached)."""
     crops = load_face_crops(Path(cfg.data_root), Path(cfg.cache_dir), cfg.face_set_names, face, channels=cfg.channels)
     chosen = crops.select(training_mask(crops, cfg))
     names, labels = np.unique(np.array(chosen.identity), return_inverse=True)
     images = np.round(chosen.model_input(np.arange(len(chosen)), spec) * 255.0).astype(np.uint8)
     LOG.info("face training set: %d images of %d people (%s)", len(images), len(names), cfg.face_protocol)
+    targets = None
+    if cfg.teacher:
+        from training.teacher import centre, teacher_targets
+
+        teacher = teacher_targets(Path(cfg.data_root), Path(cfg.cache_dir), cfg.face_set_names)
+        targets = centre(teacher.lookup(chosen.keys))
+        LOG.info("teacher targets for %d of %d images", int((~np.isnan(targets).any(1)).sum()), len(targets))
     return ImageSet(
         images=images,
         labels=labels.astype(np.int64),
         class_names=names.tolist(),
         groups=labels.astype(np.int64),
         group_names=names.tolist(),
+        targets=targets,
     )
