@@ -14,6 +14,7 @@ the same episodes. A method bound to one episode width (MAML's head) is measured
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,22 @@ def evaluate_embed(
     seed: int = 0,
     split: str = "lake",
     classifier: evaluate.Classifier | None = None,
+    settings: Sequence[tuple[int, int]] = EPISODE_SETTINGS,
 ) -> dict[str, Any]:
     """Every protocol of this module for one EmbedFn; a JSON-ready dict of accuracies in [0, 1].
     classifier: an episode-level classifier over the embeddings instead of nearest prototype by
-    `distance` (support-set fine-tuning); its protocols are labelled transductive."""
+    `distance` (support-set fine-tuning); its protocols are labelled transductive. settings: as in
+    `evaluate_protocols`."""
     return evaluate_protocols(
-        spec, data_root, n_episodes, seed, split, embed=embed, distance=distance, classifier=classifier
+        spec,
+        data_root,
+        n_episodes,
+        seed,
+        split,
+        embed=embed,
+        distance=distance,
+        classifier=classifier,
+        settings=settings,
     )
 
 
@@ -60,12 +71,18 @@ def evaluate_protocols(
     predict: evaluate.PredictFn | None = None,
     n_way: int | None = None,
     classifier: evaluate.Classifier | None = None,
+    settings: Sequence[tuple[int, int]] = EPISODE_SETTINGS,
 ) -> dict[str, Any]:
     """Every protocol for an EmbedFn (with its distance) or an episodic PredictFn, on the protocols of
     `split` ("lake": Lake's runs + images_evaluation episodes; "vinyals": the Vinyals test classes).
     n_way: measure only episodes of this width (a method bound to it); None = every setting.
     classifier: with an EmbedFn, classifies each episode's query embeddings together (transductive: it
-    sees the unlabelled queries), instead of nearest prototype; each protocol says so."""
+    sees the unlabelled queries), instead of nearest prototype; each protocol says so.
+    settings: the (way, shot) episode settings to measure, a subset of EPISODE_SETTINGS; () = Lake's runs
+    alone (split "lake"), the cheap measurement of an episodic method trained on the background set."""
+    unknown = set(settings) - set(EPISODE_SETTINGS)
+    if unknown:
+        raise ValueError(f"episode settings {sorted(unknown)} are not among {EPISODE_SETTINGS}")
     if (embed is None or distance is None) == (predict is None):
         raise ValueError("give an embed function and its distance, or a predict function")
     if classifier is not None and predict is not None:
@@ -88,12 +105,13 @@ def evaluate_protocols(
             "ci95": lake.ci95,
             "trials": lake.trials,
         }
+    settings = [s for s in EPISODE_SETTINGS if s in settings and (n_way is None or s[0] == n_way)]
+    if not settings:
+        return out
     ev = load_omniglot(data_root, "evaluation", spec) if split == "lake" else load_vinyals(data_root, "test", spec)
     where = "images_evaluation" if split == "lake" else "Vinyals test split (rotations as classes)"
     emb = evaluate.embed_all(embed, ev.images) if predict is None else None
-    for way, k_shot in EPISODE_SETTINGS:
-        if n_way is not None and way != n_way:
-            continue
+    for way, k_shot in settings:
         if predict is not None:
             acc = evaluate.episodes_predict(
                 predict, ev.images, ev.labels, way, k_shot, QUERIES_PER_CLASS, n_episodes, seed
@@ -134,7 +152,17 @@ def evaluate_artifact(
     )
 
 
-def evaluate_checkpoint(path: Path, data_root: Path, n_episodes: int = 1000, tta_shift: int = 0) -> dict[str, Any]:
+def evaluate_checkpoint(
+    path: Path,
+    data_root: Path,
+    n_episodes: int = 1000,
+    tta_shift: int = 0,
+    settings: Sequence[tuple[int, int]] = EPISODE_SETTINGS,
+    classifier: evaluate.Classifier | None = None,
+) -> dict[str, Any]:
+    """Every protocol of the run's split for a `best.pt`: the episodic method's own predictions, or its
+    embedder's by the run's distance (or by `classifier`, support-set fine-tuning over its embeddings).
+    settings: as in `evaluate_protocols`."""
     import torch
 
     from training.episodic import load_episodic, predict_fn
@@ -149,10 +177,15 @@ def evaluate_checkpoint(path: Path, data_root: Path, n_episodes: int = 1000, tta
             raise ValueError("test-time shifts apply to embedders, not to episodic methods")
         method, _ = load_episodic(path)
         predict = predict_fn(method, torch.device("cpu"))
-        return evaluate_protocols(spec, data_root, n_episodes, 0, split, predict=predict, n_way=method.n_way)
+        if classifier is not None:
+            raise ValueError("a classifier applies to an embedder, not to an episodic method")
+        return evaluate_protocols(
+            spec, data_root, n_episodes, 0, split, predict=predict, n_way=method.n_way, settings=settings
+        )
     embedder, ckpt = load_checkpoint_embedder(path, tta_shift)
     embed = torch_embed_fn(embedder, torch.device("cpu"))
-    return evaluate_embed(embed, spec, distances.get(ckpt["distance"]), data_root, n_episodes, split=split)
+    distance = distances.get(ckpt["distance"])
+    return evaluate_embed(embed, spec, distance, data_root, n_episodes, 0, split, classifier, settings)
 
 
 def evaluate_validation(checkpoint: Path, tta_shift: int = 0, n_episodes: int = 2000) -> dict[str, Any]:
