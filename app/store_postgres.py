@@ -2,16 +2,21 @@
 
 Selected by `SIAMFACE_DATABASE_URL=postgresql://user:password@host:port/dbname` (any libpq connection URL; add
 `?options=-csearch_path%3Dmyschema` to keep the tables in a schema of your own). The database, and the schema
-when one is named, must exist; the tables are created by the migrations below.
+when one is named, must exist; the tables are created by the schema migrations.
 
-Schema migrations: a small numbered-migrations runner rather than Alembic. Alembic's migration scripts run on
-SQLAlchemy, which the store does not otherwise use (it shares plain SQL with the SQLite backend), so it would add
-SQLAlchemy, an `env.py` and an `alembic.ini` to the service for a schema of three tables. The runner keeps the
-same model as Alembic's versioned scripts: `MIGRATIONS` is an append-only list of numbered SQL steps, the
-applied ones are recorded in `schema_migrations`, and at start each replica applies the missing steps in order,
-each in its own transaction, while holding a session-level advisory lock, so replicas starting at once apply
-every step exactly once (the others wait, then find nothing to do). A database migrated by newer code (a step
-this code does not know) is refused rather than served.
+Schema migrations: Alembic, with its scripts inside the package (`app/migrations/`: `env.py`, one raw-SQL revision
+per file in `versions/`, numbered 0001, 0002, ...; its README says how to add one). `migrate()` runs at start on a
+SQLAlchemy connection of its own, made by psycopg from the same libpq URL (so the URL's options, search_path
+included, apply: `alembic_version` lives in the gallery's schema), and hands it to `env.py`; the configuration is
+built in code, no alembic.ini is read. It holds a session-level advisory lock (keyed by the schema) around the
+upgrade, so replicas starting at once apply every revision exactly once: the others wait, then find nothing to
+do. Each revision runs in its own transaction with its `alembic_version` update (PostgreSQL's DDL is
+transactional), so a failing one leaves nothing behind. A database at a revision this code does not know (migrated
+by newer code) is refused with RuntimeError rather than served. A schema made by the numbered-migrations runner
+that preceded Alembic (a `schema_migrations` table recording step 1, whose tables are revision 0001's) is adopted:
+stamped 0001 and its `schema_migrations` dropped, in one transaction, its tables and rows untouched. The store's
+own queries stay on its psycopg connection (plain SQL shared with the SQLite backend); SQLAlchemy serves the
+migrations only.
 
 Change log order: every write appends a row to `changes` in its own transaction, and a follower reads the rows
 with an id above the last it applied. Identity values are handed out when a row is inserted, not when its
@@ -28,10 +33,15 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
+from sqlalchemy.pool import NullPool
 
 from app.store import SQLStore
 
@@ -42,55 +52,13 @@ LOG = logging.getLogger(__name__)
 _MIGRATION_LOCK = 0x5346_0001  # "SF", 1
 _CHANGES_LOCK = 0x5346_0002
 
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-# Append-only: never edit a step that has shipped; add the next number instead.
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "gallery",
-        """
-        CREATE TABLE subjects (
-            pk bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            subject_id text NOT NULL UNIQUE,
-            name text,
-            metadata jsonb NOT NULL DEFAULT '{}',
-            created_at timestamptz NOT NULL,
-            updated_at timestamptz NOT NULL
-        );
-        CREATE TABLE faces (
-            face_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            subject_pk bigint NOT NULL REFERENCES subjects (pk) ON DELETE CASCADE,
-            model_id text NOT NULL,
-            dim integer NOT NULL CHECK (dim > 0),
-            embedding bytea NOT NULL,  -- dim little-endian float32 values
-            box jsonb,
-            source text,
-            crop bytea,  -- the aligned crop, PNG
-            crop_spec text,
-            created_at timestamptz NOT NULL,
-            CHECK (octet_length(embedding) = 4 * dim)
-        );
-        CREATE INDEX faces_by_subject ON faces (subject_pk);
-        CREATE INDEX faces_by_model ON faces (model_id);
-        -- The change log. No foreign key: a row outlives the subject whose deletion it reports. The identity's
-        -- default CACHE 1 matters: with a per-session cache, ids would not follow the advisory lock's order.
-        CREATE TABLE changes (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            subject_pk bigint NOT NULL,
-            subject_id text NOT NULL,
-            kind text NOT NULL CHECK (kind IN ('enroll', 'delete_subject', 'delete_face')),
-            created_at timestamptz NOT NULL
-        );
-        """,
-    ),
-)
+# The Alembic scripts (env.py, versions/), shipped inside the package.
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The revision whose schema is that of the numbered-migrations runner's step 1, which Alembic replaced.
+_ADOPTED = "0001"
+# Alembic's `context` and `op` are module-level proxies: one command at a time per process. Taken after the
+# advisory lock, so it serialises only migrations of different schemas, never the replicas' wait on the database.
+_ALEMBIC = threading.Lock()
 
 
 def _schema_key(conn: psycopg.Connection[Any]) -> int:
@@ -100,39 +68,108 @@ def _schema_key(conn: psycopg.Connection[Any]) -> int:
     return int(row[1])
 
 
-def migrate(conn: psycopg.Connection[Any], migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
-    """Bring the connection's schema up to date; returns the versions applied now (empty when it was current).
+def _alembic_config(connection: sa.Connection, script_location: str | Path) -> AlembicConfig:
+    """Alembic's configuration, in code (no alembic.ini): the script folder and the connection for env.py."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(script_location).replace("%", "%%"))  # configparser syntax
+    cfg.attributes["connection"] = connection
+    return cfg
 
-    `conn` must be in autocommit mode. Safe to call from several processes at once (see the module docstring);
-    raises RuntimeError when the database holds a migration this code does not know.
-    """
-    key = _schema_key(conn)
-    conn.execute("SELECT pg_advisory_lock(%s, %s)", (_MIGRATION_LOCK, key))
-    try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            "version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        applied = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
-        unknown = sorted(applied - {m.version for m in migrations})
-        if unknown:
+
+def _heads(connection: sa.Connection) -> set[str]:
+    """The revisions `alembic_version` names (none when the table is absent); leaves no transaction open."""
+    with connection.begin():
+        if connection.execute(sa.text("SELECT to_regclass('alembic_version')")).scalar() is None:
+            return set()
+        return set(connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+
+
+def _adopt_numbered_schema(connection: sa.Connection, cfg: AlembicConfig, script: ScriptDirectory) -> None:
+    """A schema made by the numbered-migrations runner that preceded Alembic (its `schema_migrations` records
+    step 1, the tables of revision 0001) is stamped 0001 and loses `schema_migrations`, in one transaction: its
+    tables and rows are kept as they are. An empty `schema_migrations` (step 1 failed) is dropped, and the schema
+    migrated as new; a step the runner never had is refused."""
+    with connection.begin():
+        if connection.execute(sa.text("SELECT to_regclass('schema_migrations')")).scalar() is None:
+            return
+        steps = set(connection.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
+        if steps - {1}:
             raise RuntimeError(
-                f"the gallery database has schema migrations {unknown}, newer than this code "
-                f"(which knows up to {max(m.version for m in migrations)})"
+                f"the gallery database has schema migrations {sorted(steps)} (schema_migrations), newer than this "
+                f"code (which knows step 1 of those, then Alembic revisions up to {script.get_current_head()})"
             )
-        done = []
-        for m in sorted(migrations, key=lambda m: m.version):
-            if m.version in applied:
-                continue
-            with conn.transaction():  # the step and its record commit together, or neither does
-                conn.execute(m.sql.encode())  # no parameters: several statements in one go
-                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (m.version, m.name))
-            LOG.info("gallery database: applied migration %d (%s)", m.version, m.name)
-            done.append(m.version)
-        return done
+        connection.execute(sa.text("DROP TABLE schema_migrations"))
+        if steps:
+            command.stamp(cfg, _ADOPTED)  # in this transaction (env.py runs inside the caller's)
+            LOG.info("gallery database: adopted the numbered migrations' schema as revision %s", _ADOPTED)
+
+
+def migrate(url: str, script_location: str | Path = MIGRATIONS_DIR, connect_timeout: int = 10) -> list[str]:
+    """Bring the schema of the database URL up to date; returns the revisions applied now, oldest first (empty
+    when it was current).
+
+    `url` is the store's libpq URL (its options, search_path included, apply). `script_location` is the Alembic
+    script folder (the shipped one, or a test's). Safe to call from several processes or threads at once (see the
+    module docstring); raises RuntimeError when the database holds a revision this code does not know.
+    """
+    # The store's own URL through libpq, not re-parsed by SQLAlchemy: every libpq form (several hosts, a socket
+    # folder, options=-csearch_path...) means the same here. NullPool: the connection closes at the end.
+    engine = sa.create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: psycopg.connect(url, connect_timeout=connect_timeout),
+        poolclass=NullPool,
+    )
+    try:
+        with engine.connect() as connection:
+            return _migrate(connection, script_location)
     finally:
-        if not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_MIGRATION_LOCK, key))
+        engine.dispose()
+
+
+def _migrate(connection: sa.Connection, script_location: str | Path) -> list[str]:
+    """`migrate` on an open connection: the advisory lock around `_upgrade`."""
+    with connection.begin():
+        schema, key = connection.execute(sa.text("SELECT current_schema(), hashtext(current_schema())")).one()
+        if schema is None:
+            raise RuntimeError("no schema of the database URL's search_path exists: create it first")
+        # Session-level: held across the transactions below, until the unlock (or the end of the session).
+        connection.execute(sa.text("SELECT pg_advisory_lock(:cls, :key)"), {"cls": _MIGRATION_LOCK, "key": key})
+    try:
+        with _ALEMBIC:
+            return _upgrade(connection, script_location)
+    finally:
+        try:
+            if not connection.closed and not connection.invalidated:
+                connection.rollback()  # whatever a failure left open
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:c, :k)"), {"c": _MIGRATION_LOCK, "k": key})
+                connection.commit()
+        except sa.exc.DBAPIError as e:  # the session, and the lock with it, ends when the connection closes
+            LOG.warning("gallery database: could not release the migration lock: %s", e)
+
+
+def _upgrade(connection: sa.Connection, script_location: str | Path) -> list[str]:
+    """Adopt a schema of the numbered migrations, refuse an unknown revision, then upgrade to the head."""
+    cfg = _alembic_config(connection, script_location)
+    script = ScriptDirectory.from_config(cfg)
+    known = {rev.revision for rev in script.walk_revisions()}
+    before = _heads(connection)
+    if not before:
+        _adopt_numbered_schema(connection, cfg, script)
+        before = _heads(connection)
+    unknown = sorted(before - known)
+    if unknown:
+        raise RuntimeError(
+            f"the gallery database is at schema revision {', '.join(unknown)}, newer than this code "
+            f"(which knows revisions up to {script.get_current_head()})"
+        )
+    command.upgrade(cfg, "head")  # one transaction per revision (env.py)
+    connection.commit()  # Alembic's reads of alembic_version autobegin a transaction it leaves open when idle
+    after = _heads(connection)
+    if after == before:
+        return []
+    done = [rev.revision for rev in script.iterate_revisions(tuple(after), tuple(before) or "base")][::-1]
+    LOG.info("gallery database: applied schema revisions %s", ", ".join(done))
+    return done
 
 
 class _Conn:
@@ -166,9 +203,9 @@ class PostgresStore(SQLStore):
         self._url = url
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
-        self._db = self._connect()
+        self._db = self._connect()  # first: an unreachable database is a psycopg.OperationalError, as later on
         try:
-            migrate(self._db)
+            migrate(url, connect_timeout=connect_timeout)  # on a connection of its own, closed when done
             self._key = _schema_key(self._db)
         except BaseException:
             self._db.close()

@@ -1,7 +1,8 @@
 """The PostgreSQL gallery store beyond the contract tests shared with SQLite (tests/test_app_store.py): schema
-migrations (idempotent, safe when replicas start at once, newer schemas refused), the change log's commit order,
-catching up after a lost connection without a rebuild, and two service replicas on one database answering for
-each other's writes within a second.
+migrations with Alembic (idempotent, safe when replicas start at once, atomic per revision, newer schemas refused,
+databases of the earlier numbered migrations adopted), the change log's commit order, catching up after a lost
+connection without a rebuild, and two service replicas on one database answering for each other's writes within
+a second.
 
 Real PostgreSQL: the local server at 127.0.0.1:5432 (database `test`), each test in a fresh schema (`pg_url` in
 conftest.py); every test skips with a reason when no server is running.
@@ -9,6 +10,7 @@ conftest.py); every test skips with a reason when no server is running.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +29,10 @@ from app.settings import Settings
 from app.store import NewFace
 
 psycopg = pytest.importorskip("psycopg", reason="needs psycopg (pip install 'psycopg[binary]')")
-from app.store_postgres import MIGRATIONS, Migration, PostgresStore, migrate  # noqa: E402 (after the skip)
+sqlalchemy = pytest.importorskip("sqlalchemy", reason="needs SQLAlchemy and Alembic (pip install -e .)")
+from alembic.script import ScriptDirectory  # noqa: E402 (after the skip)
+
+from app.store_postgres import _MIGRATION_LOCK, MIGRATIONS_DIR, PostgresStore, migrate  # noqa: E402
 
 DIM = 8
 MODEL = "m@1#abc"
@@ -63,49 +68,130 @@ def test_database_url_setting() -> None:
         Settings(_env_file=None, database_url=SecretStr("sqlite:///data/gallery.sqlite3"))
 
 
-def test_migrations_are_idempotent_and_safe_when_replicas_start_together(pg_url: str) -> None:
-    """Six connections migrate one empty schema at once: exactly one applies each step, the others wait for it
-    and find nothing to do (without the advisory lock, concurrent CREATE TABLEs fail)."""
+def scripts_with(tmp_path: Path, name: str, upgrade_sql: str) -> Path:
+    """A copy of the shipped Alembic scripts with one more revision, `name`, after the newest shipped one."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    (scripts / "versions" / f"{name}_test.py").write_text(
+        f"from alembic import op\n\nrevision = {name!r}\ndown_revision = {head!r}\n\n\n"
+        f"def upgrade() -> None:\n    op.execute({upgrade_sql!r})\n"
+    )
+    return scripts
+
+
+def tables(conn: Any) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+
+
+def versions(conn: Any) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
+
+
+def test_migrations_are_idempotent_and_safe_when_replicas_start_together(pg_url: str, tmp_path: Path) -> None:
+    """Six connections migrate one empty schema at once: exactly one applies each revision, the others wait for it
+    and find nothing to do (without the advisory lock, concurrent CREATE TABLEs fail). They all wait while another
+    session (a replica of another process migrating) holds the schema's migration lock."""
     n = 6
     barrier = threading.Barrier(n)
     results: list[Any] = [None] * n
 
     def start(i: int) -> None:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            barrier.wait()
-            try:
-                results[i] = migrate(conn)
-            except Exception as e:  # reported below, with the others' results
-                results[i] = e
+        barrier.wait()
+        try:
+            results[i] = migrate(pg_url)
+        except Exception as e:  # reported below, with the others' results
+            results[i] = e
 
     threads = [threading.Thread(target=start, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        lock = (_MIGRATION_LOCK, other.execute("SELECT hashtext(current_schema())").fetchone()[0])  # type: ignore[index]
+        other.execute("SELECT pg_advisory_lock(%s, %s)", lock)
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        assert all(t.is_alive() for t in threads), results
+        assert tables(other) == set()
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
     for t in threads:
         t.join(30)
-    assert sorted(map(str, results)) == sorted([str([m.version for m in MIGRATIONS])] + ["[]"] * (n - 1))
+    assert sorted(map(str, results)) == sorted([str(["0001"])] + ["[]"] * (n - 1))
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1]
-        assert migrate(conn) == []  # idempotent
-        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
-        assert tables == {"schema_migrations", "subjects", "faces", "changes"}
-        # A later step is applied once, in order, on a database that has the earlier ones.
-        extra = Migration(2, "test-step", "CREATE TABLE extra (x integer)")
-        assert migrate(conn, [*MIGRATIONS, extra]) == [2]
-        assert migrate(conn, [*MIGRATIONS, extra]) == []
-    # Code that does not know step 2 refuses that database rather than serving it.
-    with pytest.raises(RuntimeError, match=r"migrations \[2\], newer than this code"):
+        # Alembic's version table in the URL's schema (its search_path), next to the gallery's tables.
+        assert tables(conn) == {"alembic_version", "subjects", "faces", "changes"}
+        assert versions(conn) == ["0001"]
+        assert migrate(pg_url) == []  # idempotent
+        # A later revision is applied once, on a database that has the earlier ones.
+        scripts = scripts_with(tmp_path, "0099", "CREATE TABLE extra (x integer)")
+        assert migrate(pg_url, scripts) == ["0099"]
+        assert migrate(pg_url, scripts) == []
+        assert versions(conn) == ["0099"]
+        assert "extra" in tables(conn)
+    # Code that does not know revision 0099 refuses that database rather than serving it.
+    with pytest.raises(RuntimeError, match=r"revision 0099, newer than this code"):
+        migrate(pg_url)
+    with pytest.raises(RuntimeError, match=r"revision 0099, newer than this code"):
         PostgresStore(pg_url)
 
 
-def test_a_failed_migration_step_leaves_nothing_behind(pg_url: str) -> None:
-    broken = Migration(2, "broken", "CREATE TABLE half (x integer); SELECT no_such_column FROM half")
+def test_a_failed_migration_leaves_nothing_behind(pg_url: str, tmp_path: Path) -> None:
+    broken = scripts_with(tmp_path, "0099", "CREATE TABLE half (x integer); SELECT no_such_column FROM half")
+    assert migrate(pg_url) == ["0001"]
+    with pytest.raises(sqlalchemy.exc.ProgrammingError) as failure:
+        migrate(pg_url, broken)
+    assert isinstance(failure.value.orig, psycopg.errors.UndefinedColumn)
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.UndefinedColumn):
-            migrate(conn, [*MIGRATIONS, broken])
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1]
-        assert conn.execute("SELECT to_regclass('half')").fetchone() == (None,)  # rolled back with its record
-        assert migrate(conn) == []  # and the advisory lock was released
+        assert versions(conn) == ["0001"]
+        assert conn.execute("SELECT to_regclass('half')").fetchone() == (None,)  # rolled back with its version
+        # The migration lock is free again: this session takes it without waiting, and a following migrate runs.
+        key = conn.execute("SELECT hashtext(current_schema())").fetchone()[0]  # type: ignore[index]
+        assert conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_MIGRATION_LOCK, key)).fetchone() == (True,)
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_MIGRATION_LOCK, key))
+    assert migrate(pg_url) == []
+    # On an empty schema, a failing revision after 0001 leaves 0001 applied (its own transaction) and no more.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE alembic_version, changes, faces, subjects")
+    with pytest.raises(sqlalchemy.exc.ProgrammingError):
+        migrate(pg_url, broken)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert versions(conn) == ["0001"]
+        assert tables(conn) == {"alembic_version", "subjects", "faces", "changes"}
+
+
+def test_a_database_of_the_numbered_migrations_is_adopted(open_pg: Callable[[], PostgresStore], pg_url: str) -> None:
+    """A gallery created by the numbered-migrations runner that preceded Alembic (`schema_migrations` at step 1,
+    the tables of revision 0001, no `alembic_version`) is stamped 0001, not created again: its rows stay."""
+    store = open_pg()
+    store.add_faces("kept", [face(1)])
+    store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # back to what the numbered runner left
+        conn.execute("DROP TABLE alembic_version")
+        conn.execute(
+            "CREATE TABLE schema_migrations ("
+            "version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'gallery')")
+    assert migrate(pg_url) == []  # stamped, nothing applied
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert versions(conn) == ["0001"]
+        assert tables(conn) == {"alembic_version", "subjects", "faces", "changes"}
+    reopened = open_pg()
+    assert reopened.get_subject("kept").face_count == 1  # type: ignore[union-attr]
+    assert [c.subject_id for c in reopened.changes_since(0)] == ["kept"]
+    # A step the numbered runner never shipped is refused, like an unknown revision.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE alembic_version")
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL)")
+        conn.execute("INSERT INTO schema_migrations VALUES (1, 'gallery'), (2, 'unknown')")
+    with pytest.raises(RuntimeError, match=r"schema migrations \[1, 2\].*newer than this code"):
+        migrate(pg_url)
+    # An empty schema_migrations (its step 1 failed, rolled back) is dropped and the schema migrated as new.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE schema_migrations, changes, faces, subjects")
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL)")
+    assert migrate(pg_url) == ["0001"]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert tables(conn) == {"alembic_version", "subjects", "faces", "changes"}
 
 
 def test_replicas_enrolling_one_new_subject_at_once(open_pg: Callable[[], PostgresStore]) -> None:

@@ -17,6 +17,7 @@ does), without Playwright (the dev extra), without the ORL photos or without the
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import re
@@ -36,6 +37,11 @@ from test_app import KEY, SHIPPED, artifact, orl, serve, settings_for  # noqa: F
 from app.main import create_app
 from app.routers.console import MEDIA_TYPES, ROOT, console_file
 from app.settings import Settings
+
+# The shipped model's version as its card states it (the page shows "faces <version>").
+SHIPPED_VERSION = (
+    json.loads((SHIPPED / "card.json").read_text())["version"] if (SHIPPED / "card.json").is_file() else ""
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "test-artifacts" / "console"
@@ -267,12 +273,14 @@ def test_console_end_to_end(
         page.get_by_text("The API key was not accepted").wait_for()
         dialog.get_by_label("Key", exact=True).fill(KEY)
         dialog.get_by_role("button", name="Use this key").click()
-        page.get_by_text(re.compile(r"Ready · model faces 1\.0\.0 · 12 subjects, 12 faces")).wait_for()
+        page.get_by_text(
+            re.compile(rf"Ready · model faces {re.escape(SHIPPED_VERSION)} · 12 subjects, 12 faces")
+        ).wait_for()
         assert not dialog.is_visible()
         assert page.evaluate("sessionStorage.getItem('siamface.apiKey')") == KEY
         assert page.evaluate("localStorage.length") == 0
         page.reload()
-        page.get_by_text("Ready · model faces 1.0.0").wait_for()
+        page.get_by_text(f"Ready · model faces {SHIPPED_VERSION}").wait_for()
         page.locator("#try-far option", has_text="1e-3").wait_for(state="attached")  # the card loaded with the key
         assert not dialog.is_visible()
 
@@ -400,12 +408,12 @@ def test_console_end_to_end(
         page.get_by_text(f"Deleted subject {SUBJECT} and 2 faces.").wait_for()
         assert http.get(f"/subjects/{SUBJECT}").status_code == 404
         assert page.locator(f'#gallery-table tr[data-subject="{SUBJECT}"]').count() == 0
-        page.get_by_text("Ready · model faces 1.0.0 · 12 subjects, 12 faces").wait_for()
+        page.get_by_text(f"Ready · model faces {SHIPPED_VERSION} · 12 subjects, 12 faces").wait_for()
         console.shot("07-gallery-deleted")
 
         # Model: the card and its thresholds, in both units, as the service decides.
         console.tab("Model")
-        page.get_by_role("heading", name="faces 1.0.0").wait_for()
+        page.get_by_role("heading", name=f"faces {SHIPPED_VERSION}").wait_for()
         card = http.get("/model").json()["card"]
         cal = card["thresholds"]["verification"]
         thresholds = page.locator("#model-thresholds tbody tr")
