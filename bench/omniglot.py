@@ -295,7 +295,7 @@ def measure_embedders(args: argparse.Namespace, store: dict[str, Any]) -> None:
     now = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
     command = f"python bench/omniglot.py{' --no-train' if args.no_train else ''}"
 
-    def put(label: str, results: dict, train_time: str, hw: str, paper: str) -> None:
+    def put(label: str, results: dict, train_time: str, hw: str, paper: str, key: dict | None = None) -> None:
         rows[label] = {
             "label": label,
             "results": results,
@@ -304,6 +304,7 @@ def measure_embedders(args: argparse.Namespace, store: dict[str, Any]) -> None:
             "paper": paper,
             "measured": now,
             "command": command,
+            **({"key": key} if key else {}),
         }
 
     put(PIXELS_LABEL, evaluate_pixels(args.data_root, args.episodes), "—", "—", "21.7 (1-NN, Lake 2015)")
@@ -316,11 +317,16 @@ def measure_embedders(args: argparse.Namespace, store: dict[str, Any]) -> None:
         if not (run / "best.pt").is_file() or not (run / "metrics.json").is_file():
             LOG.warning("%s: %s has no best.pt or metrics.json; keeping the entry measured earlier, if any", label, run)
             continue
+        # Evaluating a checkpoint takes minutes on a CPU: an unchanged one keeps the entry measured earlier.
+        key = {"checkpoint_mtime_ns": (run / "best.pt").stat().st_mtime_ns, "episodes": args.episodes}
+        if rows.get(label, {}).get("key") == key:
+            continue
         m = json.loads((run / "metrics.json").read_text())
         total = json.loads((run / "config.json").read_text())["steps"]
         done = "" if m["finished"] else f", **unfinished: stopped at {m['steps']} of {total}**"
         results = evaluate_checkpoint(run / "best.pt", args.data_root, args.episodes, tta[0] if tta else 0)
-        put(label, results, f"{m['train_time_s'] / 60:.0f} min ({m['steps']} steps{done})", m["hardware"], paper)
+        train_time = f"{m['train_time_s'] / 60:.0f} min ({m['steps']} steps{done})"
+        put(label, results, train_time, m["hardware"], paper, key)
     if (args.artifact / "card.json").is_file():
         from model.artifact import load
 
