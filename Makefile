@@ -22,7 +22,7 @@ install: $(STAMP)
 
 train: $(STAMP)
 	$(PY) -m training train --config $(EXPERIMENT)
-	$(PY) -m training export --run $(RUN) --name $(ARTIFACT) --tta-shift 2
+	$(PY) -m training export --run $(RUN) --name $(ARTIFACT) --version 1.1.0 --tta-shift 2
 	$(PY) -m training evaluate --artifact model/artifacts/$(ARTIFACT)
 
 test: $(STAMP)

@@ -40,6 +40,7 @@ from PIL import __version__ as PILLOW_VERSION  # noqa: E402
 
 from model.faces import (  # noqa: E402
     DEFAULT_EYE_CASCADES,
+    DEFAULT_EYE_FALLBACK,
     Face,
     FaceDetector,
     FaceError,
@@ -289,21 +290,33 @@ def landmark_section(haar: list[Run], dlib_runs: dict[str, Run]) -> list[str]:
 
 
 ABLATIONS: list[tuple[str, dict]] = [
-    ("defaults (alt2, scaleFactor 1.1, minNeighbors 4, minSize 40, pad retry 0.15, eyes at 120 px)", {}),
+    (
+        "defaults (alt2, scaleFactor 1.1, minNeighbors 4, minSize 40 searched at 24 px, pad retry 0.15, "
+        "eyes at 120 px: 2splits, then haarcascade_eye when no pair)",
+        {},
+    ),
+    ("search at full resolution (search_face 0; the defaults before 2.1.0)", {"search_face": 0}),
+    ("search_face 20", {"search_face": 20}),
     ("minSize 24", {"min_face": 24}),
     ("no padded retry", {"pad_retry": 0.0}),
     ("padded retry 0.3", {"pad_retry": 0.3}),
     ("minNeighbors 3", {"min_neighbors": 3}),
     ("minNeighbors 6", {"min_neighbors": 6}),
     ("scaleFactor 1.2", {"scale_factor": 1.2}),
-    ("minSize 40", {"min_face": 40}),
     ("frontalface_default cascade", {"face_cascade": "haarcascade_frontalface_default.xml"}),
     ("no histogram equalisation", {"equalize": False}),
     (
         "eyes: haarcascade_eye only, no centre offsets",
-        {"eye_cascades": (("haarcascade_eye.xml", "left", 0.0, 0.0), ("haarcascade_eye.xml", "right", 0.0, 0.0))},
+        {
+            "eye_cascades": (("haarcascade_eye.xml", "left", 0.0, 0.0), ("haarcascade_eye.xml", "right", 0.0, 0.0)),
+            "eye_fallback": (),
+        },
     ),
-    ("eyes: 2splits only (with offsets)", {"eye_cascades": DEFAULT_EYE_CASCADES[:2]}),
+    ("eyes: 2splits only (no fallback)", {"eye_fallback": ()}),
+    (
+        "eyes: all four cascades in one stage (the defaults before 2.1.0)",
+        {"eye_cascades": DEFAULT_EYE_CASCADES + DEFAULT_EYE_FALLBACK, "eye_fallback": ()},
+    ),
     ("eyes: minNeighbors 2", {"eye_min_neighbors": 2}),
     ("eyes: face resized to 160 px", {"eye_width": 160}),
 ]

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -205,9 +205,14 @@ def as_rgb_array(image: Image.Image) -> np.ndarray:
 # faces, stable to ±0.01 between the two sets; with them, on another 400 LFW images, the median error
 # against dlib's eyes fell from 0.08 to 0.04 interocular distances and the eye-pair rate rose from 59% to 80%
 # (2splits + haarcascade_eye, against haarcascade_eye alone without offsets).
+# The 2splits pair is searched first; haarcascade_eye only when that gives no plausible pair (about a third of
+# LFW's faces), which saves the eye search about a third of its time and finds the same pairs (measured in
+# bench/results/face_detection.md).
 DEFAULT_EYE_CASCADES: tuple[tuple[str, str, float, float], ...] = (
     ("haarcascade_righteye_2splits.xml", "left", 0.01, 0.195),
     ("haarcascade_lefteye_2splits.xml", "right", -0.06, 0.195),
+)
+DEFAULT_EYE_FALLBACK: tuple[tuple[str, str, float, float], ...] = (
     ("haarcascade_eye.xml", "left", 0.06, 0.055),
     ("haarcascade_eye.xml", "right", 0.02, 0.055),
 )
@@ -220,6 +225,11 @@ class HaarParams:
     face_cascade: a file name in `cv2.data.haarcascades`.
     scale_factor, min_neighbors, min_face: `detectMultiScale`'s scaleFactor, minNeighbors and minSize (pixels,
         at detection resolution).
+    search_face: faces are searched on a copy of the image downscaled by search_face / min_face (never
+        upscaled), so that the smallest face searched spans search_face pixels there: about the cascade's own
+        window (20×20 for alt2), where it still finds faces, while the search, whose cost grows with the pixel
+        count, gets (min_face / search_face)² cheaper. Boxes are mapped back to the image; the eyes are searched
+        at full resolution, so alignment keeps its precision. 0: search at full resolution.
     max_side: images whose longer side exceeds this are searched on a copy downscaled to it (speed; boxes are
         mapped back), so faces smaller than min_face × (longer side / max_side) are not found. min_face defaults to
     DEFAULT_MIN_FACE_SIZE: smaller faces would be refused as too small anyway, and the smallest scales are most
@@ -233,6 +243,8 @@ class HaarParams:
     equalize: histogram-equalise the grey image before searching.
     eye_cascades: (file, "left" | "right" image half, offset x, offset y) per eye search; see
         DEFAULT_EYE_CASCADES. Empty: no eye search (every face then aligns by the box fallback).
+    eye_fallback: more eye searches of the same form, run only when eye_cascades' candidates make no plausible
+        pair; the pair is then chosen among the candidates of both.
     eye_width: each face box is resized to this width before the eye search, so that eyes of small and large
         faces alike fall within the eye cascades' range (eyes 12%–45% of it).
     eye_band: the vertical band of the face box searched for eyes, as fractions of its height.
@@ -244,16 +256,22 @@ class HaarParams:
     scale_factor: float = 1.1
     min_neighbors: int = 4
     min_face: int = 40
+    search_face: int = 24
     small_face_probe: int = 24
     max_side: int = 1024
     pad_retry: float = 0.15
     equalize: bool = True
     eye_cascades: tuple[tuple[str, str, float, float], ...] = DEFAULT_EYE_CASCADES
+    eye_fallback: tuple[tuple[str, str, float, float], ...] = DEFAULT_EYE_FALLBACK
     eye_width: int = 120
     eye_band: tuple[float, float] = (0.15, 0.6)
     eye_scale_factor: float = 1.05
     eye_min_neighbors: int = 3
     eye_prior: tuple[Point, Point] = ((0.30, 0.39), (0.69, 0.39))
+
+    # What a parameter added later meant before it existed (full-resolution face search; all eye cascades in
+    # one stage), for `from_dict` on older cards.
+    LEGACY: ClassVar[dict[str, Any]] = {"search_face": 0, "eye_fallback": ()}
 
     def __post_init__(self) -> None:
         if self.scale_factor <= 1.0 or self.eye_scale_factor <= 1.0:
@@ -266,15 +284,18 @@ class HaarParams:
             raise ValueError(f"pad_retry must be in [0, 1], got {self.pad_retry}")
         if not 0.0 <= self.eye_band[0] < self.eye_band[1] <= 1.0:
             raise ValueError(f"eye_band must be 0 <= top < bottom <= 1, got {self.eye_band}")
+        if self.search_face < 0:
+            raise ValueError(f"search_face must be >= 0, got {self.search_face}")
         if self.eye_width < 40:
             raise ValueError(f"eye_width must be >= 40, got {self.eye_width}")
-        for entry in self.eye_cascades:
+        for entry in self.eye_cascades + self.eye_fallback:
             if len(entry) != 4 or entry[1] not in ("left", "right"):
-                raise ValueError(f"eye_cascades entries are (file, 'left' | 'right', dx, dy), got {entry}")
+                raise ValueError(f"eye cascade entries are (file, 'left' | 'right', dx, dy), got {entry}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["eye_cascades"] = [list(e) for e in self.eye_cascades]
+        d["eye_fallback"] = [list(e) for e in self.eye_fallback]
         d["eye_band"] = list(self.eye_band)
         d["eye_prior"] = [list(p) for p in self.eye_prior]
         return d
@@ -285,9 +306,11 @@ class HaarParams:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown Haar parameter(s) {sorted(unknown)}")
-        kw = dict(d)
-        if "eye_cascades" in kw:
-            kw["eye_cascades"] = tuple((str(f), str(s), float(dx), float(dy)) for f, s, dx, dy in kw["eye_cascades"])
+        # A card written before a parameter existed was measured without it: it keeps that behaviour.
+        kw = {**cls.LEGACY, **d}
+        for key in ("eye_cascades", "eye_fallback"):
+            if key in kw:
+                kw[key] = tuple((str(f), str(s), float(dx), float(dy)) for f, s, dx, dy in kw[key])
         if "eye_band" in kw:
             kw["eye_band"] = tuple(float(v) for v in kw["eye_band"])
         if "eye_prior" in kw:
@@ -320,7 +343,8 @@ class HaarFaceDetector:
     def _cascades(self) -> dict[str, cv2.CascadeClassifier]:
         cascades = getattr(self._local, "cascades", None)
         if cascades is None:
-            names = {self.params.face_cascade, *(e[0] for e in self.params.eye_cascades)}
+            p = self.params
+            names = {p.face_cascade, *(e[0] for e in p.eye_cascades + p.eye_fallback)}
             cascades = {n: _load_cascade(n) for n in sorted(names)}
             self._local.cascades = cascades
         return cascades
@@ -331,18 +355,19 @@ class HaarFaceDetector:
         h, w = grey.shape
         p = self.params
         cascades = self._cascades()
-        scale = min(1.0, p.max_side / max(h, w))
-        small = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        if p.equalize:
-            small = cv2.equalizeHist(small)
         # The search at min_face, then (only when it found nothing) once more down to small_face_probe, so that
         # a small face is reported as too small (find_face's min_size refuses it) rather than as no face.
         sizes = [p.min_face] + ([p.small_face_probe] if 0 < p.small_face_probe < p.min_face else [])
         for min_face in sizes:
-            boxes, counts = self._search(cascades[p.face_cascade], small, 0, min_face)
+            scale = min(1.0, p.max_side / max(h, w), p.search_face / min_face if p.search_face else 1.0)
+            small = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            if p.equalize:
+                small = cv2.equalizeHist(small)
+            min_search = max(1, round(min_face * scale))
+            boxes, counts = self._search(cascades[p.face_cascade], small, 0, min_search)
             if len(boxes) == 0 and p.pad_retry > 0:
                 pad = max(1, round(p.pad_retry * max(small.shape)))
-                boxes, counts = self._search(cascades[p.face_cascade], small, pad, min_face)
+                boxes, counts = self._search(cascades[p.face_cascade], small, pad, min_search)
             if len(boxes):
                 break
         faces = []
@@ -375,7 +400,8 @@ class HaarFaceDetector:
         Searches the band `eye_band` of the box, resized to `eye_width`: each cascade of `eye_cascades` in its
         half (the halves overlap by 10% of the width), its boxes' centres shifted by its offsets. A pair must be
         0.25–0.7 box widths apart and tilted less than 30°; among those, the one nearest `eye_prior` (sum of
-        the two distances) wins.
+        the two distances) wins. When no pair qualifies, the `eye_fallback` cascades add their candidates and
+        the choice is made again among all of them.
         """
         p = self.params
         if not p.eye_cascades:
@@ -394,8 +420,13 @@ class HaarFaceDetector:
         overlap = round(0.1 * p.eye_width)
         split = int(np.clip(round(mid_band), 1, band.shape[1] - 1))
         halves = {"left": (0, min(band.shape[1], split + overlap)), "right": (max(0, split - overlap), band.shape[1])}
+        (plx, ply), (prx, pry) = p.eye_prior
+        prior_left, prior_right = (x + plx * w, y + ply * h), (x + prx * w, y + pry * h)
         candidates: dict[str, list[Point]] = {"left": [], "right": []}
-        for file, side, dx, dy in p.eye_cascades:
+        best = None
+
+        def search(entry: tuple[str, str, float, float]) -> list[Point]:
+            file, side, dx, dy = entry
             lo, hi = halves[side]
             found = cascades[file].detectMultiScale(
                 band[:, lo:hi],
@@ -404,25 +435,39 @@ class HaarFaceDetector:
                 minSize=(min_eye, min_eye),
                 maxSize=(max_eye, max_eye),
             )
+            points = []
             for ex, ey, ew, eh in np.asarray(found).reshape(-1, 4):
-                # Band pixel centre -> image pixels (pixel centres at integer coordinates, as cv2.resize has them).
+                # Band pixel centre -> image pixels (pixel centres at integer coordinates, as cv2.resize has).
                 cx = lo + ex + (ew - 1) / 2 + dx * ew
                 cy = ey + (eh - 1) / 2 + dy * eh
                 point = (x0 + (cx + 0.5) / k - 0.5, y0 + (cy + 0.5) / k - 0.5)
                 if (point[0] < x + w / 2) == (side == "left"):
-                    candidates[side].append(point)
-        (plx, ply), (prx, pry) = p.eye_prior
-        prior_left, prior_right = (x + plx * w, y + ply * h), (x + prx * w, y + pry * h)
-        best, best_cost = None, math.inf
-        for left in candidates["left"]:
-            for right in candidates["right"]:
-                dx, dy = right[0] - left[0], right[1] - left[1]
-                if not 0.25 * w <= dx <= 0.7 * w or abs(dy) > dx * math.tan(math.radians(30)):
-                    continue
-                cost = math.dist(left, prior_left) + math.dist(right, prior_right)
-                if cost < best_cost:
-                    best, best_cost = (left, right), cost
+                    points.append(point)
+            return points
+
+        for stage in (p.eye_cascades, p.eye_fallback):
+            for entry in stage:
+                candidates[entry[1]].extend(search(entry))
+            best = _best_eye_pair(candidates, w, prior_left, prior_right)
+            if best is not None:
+                break
         return best
+
+
+def _best_eye_pair(
+    candidates: Mapping[str, Sequence[Point]], width: float, prior_left: Point, prior_right: Point
+) -> tuple[Point, Point] | None:
+    """The (left, right) candidate pair 0.25–0.7 × `width` apart, tilted < 30°, nearest the priors; or None."""
+    best, best_cost = None, math.inf
+    for left in candidates["left"]:
+        for right in candidates["right"]:
+            dx, dy = right[0] - left[0], right[1] - left[1]
+            if not 0.25 * width <= dx <= 0.7 * width or abs(dy) > dx * math.tan(math.radians(30)):
+                continue
+            cost = math.dist(left, prior_left) + math.dist(right, prior_right)
+            if cost < best_cost:
+                best, best_cost = (left, right), cost
+    return best
 
 
 # ----------------------------------------------------------------------------------------------------- dlib

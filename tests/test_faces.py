@@ -258,6 +258,22 @@ def test_specs_round_trip_and_validate() -> None:
         HaarParams.from_dict({"minNeighbours": 3})
 
 
+def test_haar_params_of_an_older_card_keep_the_behaviour_it_was_measured_with() -> None:
+    # A card written before search_face and eye_fallback existed searched at full resolution, all eye
+    # cascades at once: reading it must not silently switch it to today's defaults.
+    old = {k: v for k, v in HaarParams().to_dict().items() if k not in ("search_face", "eye_fallback")}
+    legacy = HaarParams.from_dict(old)
+    assert legacy.search_face == 0
+    assert legacy.eye_fallback == ()
+    assert HaarParams.from_dict(HaarParams().to_dict()) == HaarParams()  # a current card: today's defaults
+    assert HaarParams().search_face > 0
+    assert HaarParams().eye_fallback
+    with pytest.raises(ValueError, match="search_face"):
+        HaarParams(search_face=-1)
+    with pytest.raises(ValueError, match="eye cascade entries"):
+        HaarParams(eye_fallback=(("haarcascade_eye.xml", "middle", 0.0, 0.0),))
+
+
 # ------------------------------------------------------------------------------------------------ geometry
 
 
@@ -424,6 +440,65 @@ def test_haar_finds_one_face_with_eyes(haar: HaarFaceDetector, faces_data: dict,
     expected = LFW_FACES.get(name) or ORL_FACES[name]
     assert_eyes_near(face, expected)
     assert find_face(img, haar) == face
+
+
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", [*LFW_FACES, *ORL_FACES])
+def test_downscaled_search_finds_the_face_full_resolution_finds(faces_data: dict, name: str) -> None:
+    full = HaarFaceDetector(HaarParams(search_face=0)).detect(faces_data[name])
+    fast = HaarFaceDetector().detect(faces_data[name])
+    assert HaarFaceDetector().params.search_face < HaarParams().min_face  # the default search is downscaled
+    assert len(full) == len(fast) == 1
+    assert box_iou(full[0].box, fast[0].box) > 0.7, (full[0].box, fast[0].box)
+
+
+class CountingCascade:
+    """Wraps a cv2.CascadeClassifier to count the searches made with it."""
+
+    def __init__(self, inner: object, calls: list[str], name: str) -> None:
+        self.inner, self.calls, self.name = inner, calls, name
+
+    def detectMultiScale(self, *args: object, **kwargs: object) -> object:
+        self.calls.append(self.name)
+        return self.inner.detectMultiScale(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def detectMultiScale2(self, *args: object, **kwargs: object) -> object:
+        return self.inner.detectMultiScale2(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def counting(detector: HaarFaceDetector) -> list[str]:
+    calls: list[str] = []
+    cascades = detector._cascades()
+    for name in list(cascades):
+        cascades[name] = CountingCascade(cascades[name], calls, name)  # type: ignore[assignment]
+    return calls
+
+
+@pytest.mark.data
+def test_eye_fallback_searches_only_when_the_first_stage_finds_no_pair(faces_data: dict) -> None:
+    img = faces_data["AJ_Cook_0001"]
+    expected = LFW_FACES["AJ_Cook_0001"]
+    default = HaarFaceDetector()
+    calls = counting(default)
+    (face,) = default.detect(img)
+    assert_eyes_near(face, expected)
+    assert calls == ["haarcascade_righteye_2splits.xml", "haarcascade_lefteye_2splits.xml"]  # no fallback needed
+    # A first stage that cannot find eyes (a cat-face cascade): the fallback runs and finds them.
+    cat = ("haarcascade_frontalcatface.xml", "left", 0.0, 0.0), ("haarcascade_frontalcatface.xml", "right", 0.0, 0.0)
+    staged = HaarFaceDetector(HaarParams(eye_cascades=cat))
+    calls = counting(staged)
+    (face,) = staged.detect(img)
+    assert_eyes_near(face, expected)
+    assert calls.count("haarcascade_eye.xml") == 2
+    (face,) = HaarFaceDetector(HaarParams(eye_cascades=cat, eye_fallback=())).detect(img)
+    assert face.eyes is None  # without the fallback, no eyes: the fallback did the finding above
 
 
 @pytest.mark.data

@@ -1,4 +1,4 @@
-"""Command line: `python -m training {train,evaluate,export} ...`.
+"""Command line: `python -m training {train,evaluate,export,recard} ...`.
 
 python -m training train --config experiments/omniglot_proto.toml [--steps 2000 --lr 3e-4 ...]
 torchrun --nproc_per_node 2 -m training train --config ...      # data-parallel
@@ -6,6 +6,7 @@ python -m training evaluate --checkpoint runs/omniglot-proto/best.pt
 python -m training evaluate --artifact model/artifacts/omniglot
 python -m training evaluate --artifact model/artifacts/omniglot --finetune     # transductive fine-tuning
 python -m training export --run runs/omniglot-proto --name omniglot
+python -m training recard --artifact model/artifacts/faces --version 2.1.0   # same weights, current detector
 """
 
 from __future__ import annotations
@@ -96,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     p_exp.add_argument("--tta-shift", type=int, default=0, help="test-time shift averaging in the graph (±px)")
     p_exp.add_argument("--tta-flip", action="store_true", help="test-time mirror averaging in the graph (faces)")
 
+    p_rec = sub.add_parser(
+        "recard",
+        help="give a face artifact the current detector defaults (same weights), re-measure it, bump its version",
+    )
+    p_rec.add_argument("--artifact", type=Path, required=True, help="the face artifact folder, rewritten in place")
+    p_rec.add_argument("--version", required=True, help="the new version (the card's metrics change)")
+    p_rec.add_argument("--detector-params", default="{}", help="JSON: HaarParams fields over the current defaults")
+    p_rec.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("onnxscript", "onnx_ir", "matplotlib", "torch.onnx"):
@@ -165,6 +175,25 @@ def main(argv: list[str] | None = None) -> int:
         print(format_results(results))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
+        return 0
+
+    if args.command == "recard":
+        from training.export import recard_face_artifact
+
+        try:
+            overrides = json.loads(args.detector_params)
+            if not isinstance(overrides, dict):
+                raise ValueError("--detector-params must be a JSON object")
+            path = recard_face_artifact(
+                args.artifact,
+                args.version,
+                args.data_root,
+                "python -m training " + " ".join(shlex.quote(a) for a in argv),
+                overrides,
+            )
+        except (ValueError, FileNotFoundError) as e:
+            parser.error(str(e))
+        print(f"re-carded {path}")
         return 0
 
     from training.episodic import ExportRefused

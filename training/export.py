@@ -205,14 +205,70 @@ def export_run(
             metrics = {"validation": {"protocol": run_metrics.get("validation", ""),
                                       "accuracy": run_metrics.get("best_val_acc")}}  # fmt: skip
         (tmp_dir / "card.json").write_text(dataclasses.replace(card, metrics=metrics).to_json())
-        tmp_dir.chmod(0o755)  # mkdtemp made it owner-only; an artifact is meant to be read by others
-        # Swap by renames (same filesystem): a failure at any point leaves a complete artifact behind.
-        old = dest.with_name(dest.name + ".old")
-        if dest.exists():
-            dest.rename(old)
-        tmp_dir.rename(dest)
-        tmp_dir.mkdir()  # TemporaryDirectory cleans up a folder at its own path
-        if old.exists():
-            shutil.rmtree(old)
+        _swap_into(tmp_dir, dest)
     LOG.info("exported %s", dest)
+    return dest
+
+
+def _swap_into(tmp_dir: Path, dest: Path) -> None:
+    """Replace the artifact folder `dest` by the complete folder `tmp_dir` (a TemporaryDirectory's path)."""
+    tmp_dir.chmod(0o755)  # mkdtemp made it owner-only; an artifact is meant to be read by others
+    # Swap by renames (same filesystem): a failure at any point leaves a complete artifact behind.
+    old = dest.with_name(dest.name + ".old")
+    if dest.exists():
+        dest.rename(old)
+    tmp_dir.rename(dest)
+    tmp_dir.mkdir()  # TemporaryDirectory cleans up a folder at its own path
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def recard_face_artifact(
+    path: Path,
+    version: str,
+    data_root: Path,
+    command: str,
+    detector_params: dict[str, Any] | None = None,
+    cache_dir: Path = Path(".cache"),
+) -> Path:
+    """Give the face artifact at `path` another detector (same weights), re-measure it, rewrite its card.
+
+    The net keeps its weights; what changes is how serving finds and aligns a face: the card's
+    `face.detector.params` become `model.faces.HaarParams`' current defaults with `detector_params` on top.
+    Every face metric and the calibration are measured again through the new detector (they depend on the
+    crops it makes), the version becomes `version`, `command` is appended to the card's command, and the crop
+    recipe the net was trained on is kept in `training.face_recipe_trained` (the first one, on repeated
+    re-cards), since serving crops now differ slightly from training crops."""
+    from model.faces import HaarParams
+
+    art = load_artifact(path)
+    card = art.card
+    if not card.face or card.face["detector"]["name"] != "haar":
+        raise ValueError(f"{path} is not a face artifact with the Haar detector")
+    params = HaarParams.from_dict({**HaarParams().to_dict(), **(detector_params or {})}).to_dict()
+    face = {**card.face, "detector": {"name": "haar", "params": params}}
+    training = {"face_recipe_trained": card.face, **card.training}
+    card = dataclasses.replace(
+        card,
+        version=version,
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        face=face,
+        command=f"{card.command} && {command}",
+        training=training,
+        metrics={},
+    )
+    dest = Path(path)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        tmp_dir = Path(tmp)
+        shutil.copy2(dest / "model.onnx", tmp_dir / "model.onnx")
+        (tmp_dir / "card.json").write_text(card.to_json())
+        metrics, calibration = measure_face_artifact(
+            load_artifact(tmp_dir), card.training["config"], data_root, cache_dir
+        )
+        thresholds = dict(card.thresholds)
+        if calibration is not None:
+            thresholds["verification"] = calibration.to_dict()
+        (tmp_dir / "card.json").write_text(dataclasses.replace(card, metrics=metrics, thresholds=thresholds).to_json())
+        _swap_into(tmp_dir, dest)
+    LOG.info("re-carded %s as version %s", dest, version)
     return dest

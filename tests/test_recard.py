@@ -1,0 +1,80 @@
+"""`python -m training recard`: same weights, the current detector defaults, re-measured, a new version.
+
+The measurement itself (every face protocol over LFW and ORL, minutes) is replaced by a recorder: what is
+tested here is what the command does around it, on a real shipped artifact copied to a temp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model.artifact import load as load_artifact
+from model.calibration import Calibration
+from model.faces import HaarParams
+from training import export
+from training.cli import main
+
+SHIPPED = Path(__file__).resolve().parents[1] / "model" / "artifacts" / "faces"
+
+
+@pytest.fixture
+def old_card_artifact(tmp_path: Path) -> Path:
+    """The shipped face artifact as a card written before today's detector parameters existed would have it."""
+    if not SHIPPED.is_dir():
+        pytest.skip(f"needs the shipped face artifact at {SHIPPED}")
+    dest = tmp_path / "faces"
+    shutil.copytree(SHIPPED, dest)
+    card = json.loads((dest / "card.json").read_text())
+    params = card["face"]["detector"]["params"]
+    params.pop("search_face", None)
+    params.pop("eye_fallback", None)
+    card["training"].pop("face_recipe_trained", None)
+    card["version"], card["command"] = "1.0.0", "python -m training export --run runs/x --name faces"
+    (dest / "card.json").write_text(json.dumps(card))
+    return dest
+
+
+def test_recard_swaps_the_detector_remeasures_and_keeps_the_weights(
+    old_card_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = load_artifact(old_card_artifact).card
+    onnx_bytes = (old_card_artifact / "model.onnx").read_bytes()
+    seen: list[dict[str, Any]] = []
+    d = before.thresholds["verification"]
+    calibration = Calibration.from_dict({**d, "fitted_on": {k: "the recorder" for k in d["fitted_on"]}})
+
+    def recorder(artifact: Any, cfg: dict[str, Any], data_root: Path, cache_dir: Path) -> tuple[dict, Calibration]:
+        seen.append(artifact.card.face)  # what the measurement ran with
+        return {"lfw_view1": {"accuracy": 0.5}}, calibration
+
+    monkeypatch.setattr(export, "measure_face_artifact", recorder)
+    code = main(["recard", "--artifact", str(old_card_artifact), "--version", "1.1.0",
+                 "--detector-params", '{"min_neighbors": 5}'])  # fmt: skip
+    assert code == 0
+    after = load_artifact(old_card_artifact).card
+    expected = HaarParams(min_neighbors=5).to_dict()
+    assert len(seen) == 1
+    assert seen[0]["detector"]["params"] == expected
+    assert after.face["detector"]["params"] == expected
+    assert after.version == "1.1.0"
+    assert after.metrics == {"lfw_view1": {"accuracy": 0.5}}
+    assert set(after.thresholds["verification"]["fitted_on"].values()) == {"the recorder"}
+    assert after.training["face_recipe_trained"] == before.face  # what the net was trained on, kept
+    assert after.command.startswith("python -m training export --run runs/x --name faces && python -m training recard")
+    assert (old_card_artifact / "model.onnx").read_bytes() == onnx_bytes
+    assert sorted(p.name for p in old_card_artifact.parent.iterdir()) == ["faces"]  # no temp folder left behind
+    # A second re-card keeps the first training recipe, not the intermediate one.
+    assert main(["recard", "--artifact", str(old_card_artifact), "--version", "1.2.0"]) == 0
+    assert load_artifact(old_card_artifact).card.training["face_recipe_trained"] == before.face
+
+
+@pytest.mark.parametrize("params", ['{"min_neighbours": 5}', "[1, 2]", "{not json"])
+def test_recard_refuses_bad_detector_params(old_card_artifact: Path, params: str) -> None:
+    with pytest.raises(SystemExit):
+        main(["recard", "--artifact", str(old_card_artifact), "--version", "9.9.9", "--detector-params", params])
+    assert load_artifact(old_card_artifact).card.version == "1.0.0"  # untouched
