@@ -73,7 +73,7 @@ EXPERIMENTS = [
     ("omniglot_normsoftmax.toml", "Normalised softmax (cosine classifier), Conv-4 28×28", "—"),
     (
         "omniglot_best.toml",
-        "Prototypical, half the episodes within one alphabet, Conv-4 28×28 (the shipped recipe, `omniglot_best.toml`; no TTA)",
+        "Prototypical, half the episodes within one alphabet, Conv-4 28×28 (shipped recipe, no TTA)",
         "—",
     ),
 ]
