@@ -424,30 +424,23 @@ class HaarFaceDetector:
         prior_left, prior_right = (x + plx * w, y + ply * h), (x + prx * w, y + pry * h)
         candidates: dict[str, list[Point]] = {"left": [], "right": []}
         best = None
-
-        def search(entry: tuple[str, str, float, float]) -> list[Point]:
-            file, side, dx, dy = entry
-            lo, hi = halves[side]
-            found = cascades[file].detectMultiScale(
-                band[:, lo:hi],
-                scaleFactor=p.eye_scale_factor,
-                minNeighbors=p.eye_min_neighbors,
-                minSize=(min_eye, min_eye),
-                maxSize=(max_eye, max_eye),
-            )
-            points = []
-            for ex, ey, ew, eh in np.asarray(found).reshape(-1, 4):
-                # Band pixel centre -> image pixels (pixel centres at integer coordinates, as cv2.resize has).
-                cx = lo + ex + (ew - 1) / 2 + dx * ew
-                cy = ey + (eh - 1) / 2 + dy * eh
-                point = (x0 + (cx + 0.5) / k - 0.5, y0 + (cy + 0.5) / k - 0.5)
-                if (point[0] < x + w / 2) == (side == "left"):
-                    points.append(point)
-            return points
-
         for stage in (p.eye_cascades, p.eye_fallback):
-            for entry in stage:
-                candidates[entry[1]].extend(search(entry))
+            for file, side, dx, dy in stage:
+                lo, hi = halves[side]
+                found = cascades[file].detectMultiScale(
+                    band[:, lo:hi],
+                    scaleFactor=p.eye_scale_factor,
+                    minNeighbors=p.eye_min_neighbors,
+                    minSize=(min_eye, min_eye),
+                    maxSize=(max_eye, max_eye),
+                )
+                for ex, ey, ew, eh in np.asarray(found).reshape(-1, 4):
+                    # Band pixel centre -> image pixels (pixel centres at integer coordinates, as cv2.resize has).
+                    cx = lo + ex + (ew - 1) / 2 + dx * ew
+                    cy = ey + (eh - 1) / 2 + dy * eh
+                    point = (x0 + (cx + 0.5) / k - 0.5, y0 + (cy + 0.5) / k - 0.5)
+                    if (point[0] < x + w / 2) == (side == "left"):
+                        candidates[side].append(point)
             best = _best_eye_pair(candidates, w, prior_left, prior_right)
             if best is not None:
                 break
