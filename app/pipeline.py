@@ -25,13 +25,11 @@ from model.faces import (
     Face,
     FaceDetector,
     FaceTooSmallError,
-    HaarFaceDetector,
-    HaarParams,
     NoFaceError,
     align_face,
     as_rgb_array,
+    detector_from_card,
     find_face,
-    make_detector,
 )
 from model.preprocess import decode, prepare_batch
 
@@ -49,10 +47,7 @@ class FaceEmbedding:
 
 def build_detector(block: dict[str, Any]) -> FaceDetector:
     """The card's `face.detector` {"name", "params"} as a detector."""
-    name, params = block["name"], dict(block.get("params", {}))
-    if name == "haar":
-        return HaarFaceDetector(HaarParams.from_dict(params))  # JSON lists back to the tuples HaarParams wants
-    return make_detector(name, **params)
+    return detector_from_card(block)
 
 
 def model_id(artifact: Artifact) -> str:

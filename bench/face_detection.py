@@ -6,13 +6,15 @@
 
 Images are read straight from the archives (`lfw/lfw-deepfunneled.tgz` with tarfile, `orl_faces/orl_faces.zip`),
 decoded by `model.preprocess.decode` as serving decodes them, and passed to each available backend
-(`haar` always; `dlib` where dlib and its 5-point model are installed). Timings are of `detector.detect` only
-(faces + eyes), one thread (OpenCV's pool is set to 1 thread), mean over the images.
+(`blazeface` and `haar` always; `dlib` where dlib and its 5-point model are installed). Timings are of
+`detector.detect` only (faces + eyes), one thread (OpenCV's pool and BlazeFace's ONNX Runtime session at 1
+thread), mean over the images.
 
 Besides the detection table the script measures what the alignment fallback needs: where the Haar eye search
 puts the eyes inside a Haar face box (the `HAAR_BOX_*_EYE` constants of model/faces.py), how far that fallback
-is from the eyes it stands in for, and how close Haar's eyes are to dlib's. `--ablation-sample` images of LFW
-(seeded) plus ORL are run through variants of the Haar parameters to show why the defaults are what they are.
+is from the eyes it stands in for, and how close each backend's eyes are to dlib's (error and bias).
+`--ablation-sample` images of LFW (seeded) plus ORL are run through variants of the BlazeFace and the Haar
+parameters to show why the defaults are what they are.
 """
 
 from __future__ import annotations
@@ -256,37 +258,57 @@ def fallback_section(haar: list[Run], dlib_runs: dict[str, Run]) -> tuple[list[s
     return lines, mean
 
 
-def landmark_section(haar: list[Run], dlib_runs: dict[str, Run]) -> list[str]:
+def eye_bias(f: Face, g: Face) -> tuple[float, float]:
+    """(interocular distance ratio f / g, midpoint offset along g's downward eye-line normal in g's IODs)."""
+    (l1, r1), (l2, r2) = np.asarray(f.eyes), np.asarray(g.eyes)
+    d = r2 - l2
+    iod2 = float(np.hypot(*d))
+    normal = np.array([-d[1], d[0]]) / iod2
+    return float(np.hypot(*(r1 - l1))) / iod2, float(((l1 + r1) / 2 - (l2 + r2) / 2) @ normal) / iod2
+
+
+def landmark_section(runs: list[Run], dlib_runs: dict[str, Run]) -> list[str]:
     if not dlib_runs:
         return []
     lines = [
-        "## Haar eyes against dlib's 5-point eyes",
+        "## Eyes against dlib's 5-point eyes",
         "",
-        "Largest face of each image, where both backends found it (boxes IoU ≥ 0.3) and Haar found eyes. Error: the",
-        "larger of the two eye distances, in dlib interocular distances.",
+        "Largest face of each image, where both backends found it (boxes IoU ≥ 0.3) and the backend found eyes.",
+        "Error: the larger of the two eye distances, in dlib interocular distances (IOD). Bias: the median ratio",
+        "of the backend's IOD to dlib's, and the median offset of the eyes' midpoint along the downward normal",
+        "of dlib's eye line, in dlib IODs (positive: lower). dlib's eye centre is the mean of the eye's two",
+        "corners; the Haar eye offsets and BlazeFace's `eye_spread` / `eye_drop` are fitted to that convention,",
+        "which the face models were trained with.",
         "",
     ]
     rows = []
-    for r in haar:
+    for r in runs:
         d = dlib_runs.get(r.dataset)
-        if d is None:
+        if d is None or r.backend == "dlib":
             continue
-        errs = []
+        errs, ratio, drop = [], [], []
         for fs, gs in zip(r.faces, d.faces, strict=True):
             f, g = largest(fs), largest(gs)
             if f is not None and g is not None and f.eyes and same_face(f, g):
                 errs.append(eye_error(f, g.eyes))
+                a, b = eye_bias(f, g)
+                ratio.append(a)
+                drop.append(b)
         e = np.asarray(errs)
         rows.append(
             [
+                r.backend,
                 r.dataset,
                 f"{len(e):,}",
                 f"{np.median(e):.3f}",
                 f"{np.percentile(e, 90):.3f}",
                 pct(int((e > 0.25).sum()), len(e)),
+                f"{np.median(ratio):.3f}",
+                f"{np.median(drop):+.3f}",
             ]
         )
-    return [*lines, *table(["dataset", "faces compared", "median", "p90", "% over 0.25 IOD"], rows)]
+    header = ["backend", "dataset", "faces compared", "median", "p90", "% over 0.25 IOD", "IOD ratio", "midpoint drop"]
+    return [*lines, *table(header, rows)]
 
 
 ABLATIONS: list[tuple[str, dict]] = [
@@ -322,6 +344,42 @@ ABLATIONS: list[tuple[str, dict]] = [
 ]
 
 
+BLAZEFACE_ABLATIONS: list[tuple[str, dict]] = [
+    ("defaults (mirror averaged, eyes moved onto dlib's convention, Haar fallback)", {}),
+    ("no mirror averaging", {"flip_average": False}),
+    ("BlazeFace's own eye points (eye_spread 1, eye_drop 0)", {"eye_spread": 1.0, "eye_drop": 0.0}),
+    (
+        "neither (the network's raw output, as MediaPipe decodes it)",
+        {"flip_average": False, "eye_spread": 1.0, "eye_drop": 0.0},
+    ),
+    ("min_score 0.75", {"min_score": 0.75}),
+]
+
+
+def blazeface_ablation_section(
+    lfw: list[tuple[str, np.ndarray]], orl: list[tuple[str, np.ndarray]], seed: int, reference: dict[str, Run]
+) -> list[str]:
+    from model.blazeface import BlazeFaceDetector, BlazeFaceParams
+
+    lines = [
+        f"## BlazeFace variants (LFW: seeded sample of {len(lfw):,} images, seed {seed}; ORL: all {len(orl)})",
+        "",
+        "Each row changes the defaults of `BlazeFaceParams` as named; columns as in the Haar table below.",
+        "",
+    ]
+    sets = [(f"LFW ({len(lfw):,})", lfw), ("ORL", orl)]
+    rows = []
+    for label, change in BLAZEFACE_ABLATIONS:
+        det = BlazeFaceDetector(replace(BlazeFaceParams(), **change))
+        for name, images in sets:
+            LOG.info("blazeface variant %s on %s", label, name)
+            r = run(det, "blazeface", name, images)
+            errs = eye_errors(r, reference[name]) if name in reference else np.zeros(0)
+            err = f"{np.median(errs):.3f} / {np.percentile(errs, 90):.3f}" if len(errs) else "—"
+            rows.append([label, *summary_row(r)[1:], err])
+    return lines + table([*HEADER_ABLATION, "eye error vs dlib, median / p90 IOD"], rows)
+
+
 def eye_errors(haar: Run, reference: Run) -> np.ndarray:
     """Per image where both runs' largest faces match and Haar has eyes: the eye error against `reference`."""
     errs = []
@@ -333,18 +391,17 @@ def eye_errors(haar: Run, reference: Run) -> np.ndarray:
 
 
 def ablation_section(
-    lfw: list[tuple[str, np.ndarray]], orl: list[tuple[str, np.ndarray]], seed: int, dlib: FaceDetector | None
+    lfw: list[tuple[str, np.ndarray]], orl: list[tuple[str, np.ndarray]], seed: int, reference: dict[str, Run]
 ) -> list[str]:
     lines = [
         f"## Haar parameter variants (LFW: seeded sample of {len(lfw):,} images, seed {seed}; ORL: all {len(orl)})",
         "",
         "Each row changes one parameter of the defaults. Columns as in the first table, plus the Haar eyes' error",
         "against dlib's (as in the previous section) where dlib ran. Timings in this table are noisier than in the",
-        "first (the training job sharing the CPU changed load between rows).",
+        "first (other load on the shared machine changes between rows).",
         "",
     ]
     sets = [(f"LFW ({len(lfw):,})", lfw), ("ORL", orl)]
-    reference = {name: run(dlib, "dlib", name, images) for name, images in sets} if dlib is not None else {}
     rows = []
     for label, change in ABLATIONS:
         det = HaarFaceDetector(replace(HaarParams(), **change))
@@ -390,7 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lfw-sample", type=int, default=None, help="a seeded sample of LFW (default: all images)")
     ap.add_argument("--ablation-sample", type=int, default=2000, help="LFW images for the variants table (0: none)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--backends", default="haar,dlib", help="comma-separated: haar, dlib (skipped if unavailable)")
+    ap.add_argument(
+        "--backends",
+        default="blazeface,haar,dlib",
+        help="comma-separated: blazeface, haar, dlib (skipped if unavailable)",
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "face_detection.md"), help="'-': stdout only")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -409,6 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     backends: list[tuple[str, FaceDetector]] = []
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
     skipped = []
+    if "blazeface" in wanted:
+        from model.blazeface import BlazeFaceDetector
+
+        backends.append(("blazeface", BlazeFaceDetector()))
     if "haar" in wanted:
         backends.append(("haar", HaarFaceDetector()))
     if "dlib" in wanted:
@@ -430,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     fallback_lines, mean = fallback_section(haar_runs, dlib_runs) if haar_runs else ([], None)
 
     ablation_lines: list[str] = []
-    if args.ablation_sample and "haar" in wanted:
+    if args.ablation_sample:
         if args.lfw_sample is None or args.ablation_sample < len(lfw):
             pick = np.random.default_rng(args.seed + 1).choice(
                 len(lfw), min(args.ablation_sample, len(lfw)), replace=False
@@ -439,7 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sample = lfw
         dlib_detector = next((d for b, d in backends if b == "dlib"), None)
-        ablation_lines = ablation_section(sample, orl, args.seed + 1, dlib_detector)
+        sets = [(f"LFW ({len(sample):,})", sample), ("ORL", orl)]
+        reference = {n: run(dlib_detector, "dlib", n, imgs) for n, imgs in sets} if dlib_detector else {}
+        if "blazeface" in wanted:
+            ablation_lines += [*blazeface_ablation_section(sample, orl, args.seed + 1, reference), ""]
+        ablation_lines += ablation_section(sample, orl, args.seed + 1, reference)
 
     versions = f"OpenCV {cv2.__version__}, Pillow {PILLOW_VERSION}"
     if dlib_runs:
@@ -453,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `{command}` on {cpu_name()} / Python "
         f"{platform.python_version()}, {versions}; took {(time.perf_counter() - t_start) / 60:.0f} min.",
         "One thread (`OMP_NUM_THREADS=1`, `cv2.setNumThreads(1)`; dlib's HOG is single-threaded). Timings are of",
-        "`detector.detect` (faces and eyes) per image, and were taken while a training job shared the 2 cores:",
+        "`detector.detect` (faces and eyes) per image, wall-clock on a shared 2-core virtual machine:",
         "compare rows with each other, not with other machines.",
         f"LFW: deep-funneled, 250×250 JPEGs read from the tgz ({'all' if not args.lfw_sample else 'seeded sample of'}"
         f" {len(lfw):,} images{'' if not args.lfw_sample else f', seed {args.seed}'}); ORL: all 400 92×112 PGMs.",
@@ -471,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [""]
     if fallback_lines:
         lines += [*fallback_lines, ""]
-    landmark = landmark_section(haar_runs, dlib_runs)
+    landmark = landmark_section(runs, dlib_runs)
     if landmark:
         lines += [*landmark, ""]
     if ablation_lines:

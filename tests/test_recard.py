@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from model.artifact import load as load_artifact
+from model.blazeface import BlazeFaceParams
 from model.calibration import Calibration
 from model.faces import HaarParams
 from training import export
@@ -30,10 +31,12 @@ def old_card_artifact(tmp_path: Path) -> Path:
     dest = tmp_path / "faces"
     shutil.copytree(SHIPPED, dest)
     card = json.loads((dest / "card.json").read_text())
+    # The crop recipe the net was trained with (Haar, before search_face and eye_fallback) becomes the card's.
+    card["face"] = card["training"].pop("face_recipe_trained", card["face"])
+    assert card["face"]["detector"]["name"] == "haar"
     params = card["face"]["detector"]["params"]
     params.pop("search_face", None)
     params.pop("eye_fallback", None)
-    card["training"].pop("face_recipe_trained", None)
     card["version"], card["command"] = "1.0.0", "python -m training export --run runs/x --name faces"
     (dest / "card.json").write_text(json.dumps(card))
     return dest
@@ -78,3 +81,27 @@ def test_recard_refuses_bad_detector_params(old_card_artifact: Path, params: str
     with pytest.raises(SystemExit):
         main(["recard", "--artifact", str(old_card_artifact), "--version", "9.9.9", "--detector-params", params])
     assert load_artifact(old_card_artifact).card.version == "1.0.0"  # untouched
+
+
+def test_recard_to_blazeface_writes_its_full_parameters(
+    old_card_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = load_artifact(old_card_artifact).card
+    seen: list[dict[str, Any]] = []
+
+    def recorder(artifact: Any, cfg: dict[str, Any], data_root: Path, cache_dir: Path) -> tuple[dict, None]:
+        seen.append(artifact.card.face)
+        return {"lfw_view1": {"accuracy": 0.5}}, None
+
+    monkeypatch.setattr(export, "measure_face_artifact", recorder)
+    argv = ["recard", "--artifact", str(old_card_artifact), "--version", "2.0.0", "--detector", "blazeface"]
+    assert main([*argv, "--detector-params", '{"min_score": 0.6}']) == 0
+    after = load_artifact(old_card_artifact).card
+    expected = BlazeFaceParams(min_score=0.6).to_dict()
+    assert seen[0]["detector"] == after.face["detector"] == {"name": "blazeface", "params": expected}
+    assert expected["fallback_params"] == HaarParams().to_dict()  # the Haar fallback's parameters, in full
+    assert after.face["align"] == before.face["align"]
+    assert after.training["face_recipe_trained"] == before.face
+    assert after.thresholds["verification"] == before.thresholds["verification"]  # no new calibration: kept
+    with pytest.raises(SystemExit):  # a Haar-only parameter is not BlazeFace's
+        main([*argv, "--detector-params", '{"min_neighbors": 5}'])

@@ -7,6 +7,7 @@ python -m training evaluate --artifact model/artifacts/omniglot
 python -m training evaluate --artifact model/artifacts/omniglot --finetune     # transductive fine-tuning
 python -m training export --run runs/omniglot-proto --name omniglot
 python -m training recard --artifact model/artifacts/faces --version 2.1.0   # same weights, current detector
+python -m training recard --artifact model/artifacts/faces --version 2.2.0 --detector blazeface
 """
 
 from __future__ import annotations
@@ -103,7 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_rec.add_argument("--artifact", type=Path, required=True, help="the face artifact folder, rewritten in place")
     p_rec.add_argument("--version", required=True, help="the new version (the card's metrics change)")
-    p_rec.add_argument("--detector-params", default="{}", help="JSON: HaarParams fields over the current defaults")
+    p_rec.add_argument(
+        "--detector",
+        choices=["haar", "blazeface"],
+        default=None,
+        help="the detector to serve with (default: the card's)",
+    )
+    p_rec.add_argument(
+        "--detector-params", default="{}", help="JSON: HaarParams / BlazeFaceParams fields over the current defaults"
+    )
     p_rec.add_argument("--data-root", type=Path, default=Path("../shared/data"))
 
     args = parser.parse_args(argv)
@@ -190,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.data_root,
                 "python -m training " + " ".join(shlex.quote(a) for a in argv),
                 overrides,
+                detector=args.detector,
             )
         except (ValueError, FileNotFoundError) as e:
             parser.error(str(e))

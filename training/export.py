@@ -230,23 +230,32 @@ def recard_face_artifact(
     command: str,
     detector_params: dict[str, Any] | None = None,
     cache_dir: Path = Path(".cache"),
+    detector: str | None = None,
 ) -> Path:
     """Give the face artifact at `path` another detector (same weights), re-measure it, rewrite its card.
 
     The net keeps its weights; what changes is how serving finds and aligns a face: the card's
-    `face.detector.params` become `model.faces.HaarParams`' current defaults with `detector_params` on top.
-    Every face metric and the calibration are measured again through the new detector (they depend on the
-    crops it makes), the version becomes `version`, `command` is appended to the card's command, and the crop
-    recipe the net was trained on is kept in `training.face_recipe_trained` (the first one, on repeated
-    re-cards), since serving crops now differ slightly from training crops."""
+    `face.detector` becomes `detector` ("haar" or "blazeface"; None keeps the card's) with that detector's
+    current default parameters and `detector_params` on top. Every face metric and the calibration are
+    measured again through the new detector (they depend on the crops it makes), the version becomes
+    `version`, `command` is appended to the card's command, and the crop recipe the net was trained on is kept
+    in `training.face_recipe_trained` (the first one, on repeated re-cards), since serving crops now differ
+    slightly from training crops."""
+    from model.blazeface import BlazeFaceParams
     from model.faces import HaarParams
 
     art = load_artifact(path)
     card = art.card
-    if not card.face or card.face["detector"]["name"] != "haar":
-        raise ValueError(f"{path} is not a face artifact with the Haar detector")
-    params = HaarParams.from_dict({**HaarParams().to_dict(), **(detector_params or {})}).to_dict()
-    face = {**card.face, "detector": {"name": "haar", "params": params}}
+    if not card.face:
+        raise ValueError(f"{path} is not a face artifact (its card has no face block)")
+    name = detector or card.face["detector"]["name"]
+    if name == "haar":
+        params = HaarParams.from_dict({**HaarParams().to_dict(), **(detector_params or {})}).to_dict()
+    elif name == "blazeface":
+        params = BlazeFaceParams.from_dict({**BlazeFaceParams().to_dict(), **(detector_params or {})}).to_dict()
+    else:
+        raise ValueError(f"recard knows the detectors 'haar' and 'blazeface', not {name!r}")
+    face = {**card.face, "detector": {"name": name, "params": params}}
     training = {"face_recipe_trained": card.face, **card.training}
     card = dataclasses.replace(
         card,

@@ -37,12 +37,11 @@ from model.faces import (
     Face,
     FaceDetector,
     FaceError,
-    HaarFaceDetector,
     HaarParams,
     align_face,
     as_rgb_array,
+    detector_from_card,
     find_face,
-    make_detector,
 )
 from model.preprocess import ImageDecodeError, PreprocessSpec, decode, prepare
 from training.config import FACE_SETS, TrainConfig
@@ -239,14 +238,7 @@ def default_face_block(min_size: int = DEFAULT_MIN_FACE_SIZE) -> dict[str, Any]:
 
 def recipe_parts(face: dict[str, Any]) -> tuple[AlignSpec, FaceDetector, int]:
     """(align spec, detector, min face size) from a card-format `face` block."""
-    det = face["detector"]
-    params = dict(det.get("params") or {})
-    detector = (
-        HaarFaceDetector(HaarParams.from_dict(params))
-        if det["name"] == "haar"
-        else make_detector(det["name"], **params)
-    )
-    return AlignSpec.from_dict(face["align"]), detector, int(face["min_face"])
+    return AlignSpec.from_dict(face["align"]), detector_from_card(face["detector"]), int(face["min_face"])
 
 
 def cache_key(face: dict[str, Any], channels: int) -> str:
