@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -135,6 +135,10 @@ class BlazeFaceParams:
     """Parameters of `BlazeFaceDetector` (saved in a model card's detector block).
 
     min_score: detections below this probability are dropped (MediaPipe's default 0.5).
+    extra_face_score: every face but the most probable one must reach this probability. On LFW photos half of
+        the second faces between 0.5 and 0.75 are not faces (dlib finds none there), and they made 10% of
+        portraits "several faces" (2.6% with Haar, 4.9% with dlib); the most probable face keeps min_score, so
+        no photo loses its face (bench/results/face_detection.md, BlazeFace variants).
     nms_iou: the overlap above which detections are merged (MediaPipe's 0.3).
     box_scale: the face box is grown about its centre by this factor. BlazeFace's boxes are tight (brows to
         chin); 1.0 keeps them, as the pipeline's `min_size` and the box fallback of alignment are then
@@ -157,6 +161,7 @@ class BlazeFaceParams:
     """
 
     min_score: float = 0.5
+    extra_face_score: float = 0.75
     nms_iou: float = 0.3
     box_scale: float = 1.0
     flip_average: bool = True
@@ -166,9 +171,16 @@ class BlazeFaceParams:
     fallback_params: Mapping[str, Any] | None = None
     threads: int = 1
 
+    # What a parameter added later meant before it existed (every face from min_score), for `from_dict` on
+    # blocks written earlier (a training run's recorded crop recipe).
+    LEGACY: ClassVar[dict[str, Any]] = {"extra_face_score": 0.5}
+
     def __post_init__(self) -> None:
-        if not 0.0 < self.min_score < 1.0:
-            raise ValueError(f"min_score must be in (0, 1), got {self.min_score}")
+        if not 0.0 < self.min_score <= self.extra_face_score < 1.0:
+            raise ValueError(
+                f"min_score and extra_face_score must be 0 < min_score <= extra_face_score < 1, got "
+                f"{self.min_score}, {self.extra_face_score}"
+            )
         if not 0.0 < self.nms_iou < 1.0:
             raise ValueError(f"nms_iou must be in (0, 1), got {self.nms_iou}")
         if not 0.5 <= self.eye_spread <= 2.0 or abs(self.eye_drop) > 0.5:
@@ -198,7 +210,8 @@ class BlazeFaceParams:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown BlazeFace parameter(s) {sorted(unknown)}")
-        return cls(**d)
+        # A block written before a parameter existed was made without it: it keeps that behaviour.
+        return cls(**{**cls.LEGACY, **d})
 
 
 class BlazeFaceDetector:
@@ -223,23 +236,31 @@ class BlazeFaceDetector:
         if self.params.fallback:
             self._fallback = detector_from_card(self.params.fallback_block())
 
-    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float, int, int]:
-        """RGB H×W×3 -> (1×3×128×128 float32 in [-1, 1], square side S, pad x, pad y): image x = S·u − pad x."""
+    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float, int, int]]:
+        """RGB H×W×3 -> (1×3×128×128 float32 in [-1, 1], (sx, sy, px, py)).
+
+        The image is resized to fit 128×128 (aspect kept), then centred on black: resizing first keeps a large
+        photo from being padded at full size. Fraction u of the 128 square lies at image x = (128·u − px)·sx
+        − 0.5 (pixel centres at integers), sx being image pixels per resized pixel; likewise y.
+        """
         h, w = image.shape[:2]
-        side = max(h, w)
-        px, py = (side - w) // 2, (side - h) // 2
-        square = cv2.copyMakeBorder(image, py, side - h - py, px, side - w - px, cv2.BORDER_CONSTANT, value=0)
-        interpolation = cv2.INTER_AREA if side > INPUT_SIZE else cv2.INTER_LINEAR
-        small = cv2.resize(square, (INPUT_SIZE, INPUT_SIZE), interpolation=interpolation)
+        scale = INPUT_SIZE / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        small = cv2.resize(image, (nw, nh), interpolation=interpolation)
+        px, py = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
+        small = cv2.copyMakeBorder(
+            small, py, INPUT_SIZE - nh - py, px, INPUT_SIZE - nw - px, cv2.BORDER_CONSTANT, value=0
+        )
         x = small.astype(np.float32).transpose(2, 0, 1)[None] * (2.0 / 255.0) - 1.0
-        return x, float(side), px, py
+        return x, (w / nw, h / nh, px, py)
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """RGB uint8 H×W×3 (or grey H×W) -> every face, most probable first; the fallback's when none."""
         _check_image(image)  # validates shape and dtype
         rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else np.ascontiguousarray(image)
         h, w = rgb.shape[:2]
-        x, side, px, py = self._letterbox(rgb)
+        x, mapping = self._letterbox(rgb)
         raw, logits = self._session.run(None, {"images": x})
         detections = self._decode(raw[0], logits[0, :, 0])
         if self.params.flip_average and detections:
@@ -247,7 +268,8 @@ class BlazeFaceDetector:
             # (measured, one thread), and a photo without a face needs no mirror at all.
             raw, logits = self._session.run(None, {"images": np.ascontiguousarray(x[..., ::-1])})
             detections = _average_with_mirror(detections, self._decode(raw[0], logits[0, :, 0]))
-        faces = [self._face(box, score, pts, side, px, py, (w, h)) for box, score, pts in detections]
+        detections = detections[:1] + [d for d in detections[1:] if d[1] >= self.params.extra_face_score]
+        faces = [self._face(box, score, pts, mapping, (w, h)) for box, score, pts in detections]
         if not faces and self._fallback is not None:
             return self._fallback.detect(image)
         return faces
@@ -267,13 +289,18 @@ class BlazeFaceDetector:
         return weighted_nms(boxes, scores, points, self.params.nms_iou)
 
     def _face(
-        self, box: np.ndarray, score: float, pts: np.ndarray, side: float, px: int, py: int, size: tuple[int, int]
+        self,
+        box: np.ndarray,
+        score: float,
+        pts: np.ndarray,
+        mapping: tuple[float, float, int, int],
+        size: tuple[int, int],
     ) -> Face:
         """A decoded detection (fractions of the letterboxed square) as a Face in image pixels."""
+        sx, sy, px, py = mapping
 
         def to_image(u: float, v: float) -> tuple[float, float]:
-            # Pixel centres at integer coordinates: fraction u of the square lies at S·u − 0.5.
-            return side * u - 0.5 - px, side * v - 0.5 - py
+            return (INPUT_SIZE * u - px) * sx - 0.5, (INPUT_SIZE * v - py) * sy - 0.5
 
         (x0, y0), (x1, y1) = to_image(box[0], box[1]), to_image(box[2], box[3])
         cx, cy, bw, bh = (

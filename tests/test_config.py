@@ -76,6 +76,8 @@ def test_bad_values() -> None:
         resolve(overrides={"objective": "hinge"})
     with pytest.raises(ValueError, match="lr"):
         resolve(overrides={"lr": 0})
+    with pytest.raises(ValueError, match="face_detector"):
+        resolve(overrides={"face_detector": "mtcnn"})
 
 
 def test_argparse_round_trip(toml_file: Path) -> None:

@@ -10,10 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.faces import AlignSpec, make_detector
 from model.preprocess import PreprocessSpec
 from training.config import TrainConfig
-from training.data.face_cache import FaceCrops, _build_set, orl_heldout, training_mask
+from training.data.face_cache import (
+    FaceCrops,
+    _build_set,
+    default_face_block,
+    orl_heldout,
+    recipe_parts,
+    training_mask,
+)
 from training.data.faces import FaceImage, LFWSplit, Pair, iter_orl_images, load_lfw_protocol
 from training.face_eval import lfw_key, lfw_split_report, score_pairs
 
@@ -38,16 +44,21 @@ def crops_for(keys: list[str], images: np.ndarray, e2e_ok: np.ndarray | None = N
 
 
 @pytest.mark.data
-def test_orl_images_become_aligned_crops(data_root: Path) -> None:
+@pytest.mark.parametrize("detector", ["haar", "blazeface"])
+def test_orl_images_become_aligned_crops(data_root: Path, detector: str) -> None:
     images = list(itertools.islice(iter_orl_images(data_root), 4))
     blank = io.BytesIO()
     Image.new("L", (92, 112), 128).save(blank, format="PNG")
     images.append(FaceImage("s1", "blank.png", blank.getvalue()))  # nothing to detect
-    part = _build_set("orl", iter(images), make_detector("haar"), AlignSpec(), channels=1, min_size=20)
+    cfg = TrainConfig(data="faces", face_detector=detector)
+    align, det, _ = recipe_parts(default_face_block(detector=cfg.face_detector))  # as a training run makes it
+    assert det.name == detector
+    part = _build_set("orl", iter(images), det, align, channels=1, min_size=20)
     assert part.crops.shape == (5, 112, 112, 1)
     assert part.keys[0] == "orl/s1/1.pgm"
     assert set(part.identity) == {"orl/s1"}
-    assert set(part.method[:4]) <= {"landmarks", "box"}  # every real ORL portrait has a detected face
+    # Every real ORL portrait has a detected face; BlazeFace always gives its eyes.
+    assert set(part.method[:4]) <= ({"landmarks"} if detector == "blazeface" else {"landmarks", "box"})
     assert part.method[4] == "default-box"  # the set's median box stands in
     assert not part.e2e_ok.any()  # end to end is an LFW protocol only
     assert part.crops[:4].std() > 20  # real faces, not fill

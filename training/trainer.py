@@ -323,7 +323,11 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         # a later change of model.faces's defaults must not change what this model is evaluated on.
         from training.data.face_cache import default_face_block, read_face_block
 
-        face = read_face_block(run_dir) if (run_dir / "face_block.json").is_file() else default_face_block()
+        face = (
+            read_face_block(run_dir)
+            if (run_dir / "face_block.json").is_file()
+            else default_face_block(detector=cfg.face_detector)
+        )
         if is_main:
             (run_dir / "face_block.json").write_text(json.dumps(face, indent=2))
     train_set, val_set = load_data(cfg, face)

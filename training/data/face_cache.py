@@ -226,14 +226,18 @@ def _build_set(
     )
 
 
-def default_face_block(min_size: int = DEFAULT_MIN_FACE_SIZE) -> dict[str, Any]:
-    """The crop recipe in the model card's `face` format: alignment geometry, detector and its parameters,
-    smallest usable face. `model.faces`'s current defaults."""
-    return {
-        "align": AlignSpec().to_dict(),
-        "detector": {"name": "haar", "params": HaarParams().to_dict()},
-        "min_face": min_size,
-    }
+def default_face_block(min_size: int = DEFAULT_MIN_FACE_SIZE, detector: str = "haar") -> dict[str, Any]:
+    """The crop recipe in the model card's `face` format: alignment geometry, detector ("haar" or "blazeface")
+    and its parameters, smallest usable face. `model.faces`'s and `model.blazeface`'s current defaults."""
+    if detector == "haar":
+        params = HaarParams().to_dict()
+    elif detector == "blazeface":
+        from model.blazeface import BlazeFaceParams
+
+        params = BlazeFaceParams().to_dict()
+    else:
+        raise ValueError(f"unknown face detector {detector!r}; expected 'haar' or 'blazeface'")
+    return {"align": AlignSpec().to_dict(), "detector": {"name": detector, "params": params}, "min_face": min_size}
 
 
 def recipe_parts(face: dict[str, Any]) -> tuple[AlignSpec, FaceDetector, int]:
