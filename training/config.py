@@ -52,8 +52,8 @@ class TrainConfig:
     holdout_subjects: int = 10  # faces: ORL subjects never trained on, for held-out EER / identification
     # faces: the detector that makes the training crops (and that the exported card serves with). "haar" is
     # what every shipped face model so far was trained on, so the recorded commands reproduce them;
-    # "blazeface" (model/blazeface.py) is what 2.2.0 serves with, five times faster: the better choice for a
-    # new model, whose training crops then match its serving crops.
+    # "blazeface" (model/blazeface.py) is what 2.2.0 serves with, three times faster, and makes training crops
+    # that match its serving crops (measured on the shipped recipe: bench/results/faces.md, "Update (2.2.0)").
     face_detector: str = "haar"
     # --- net
     net: str = "convnet"  # convnet | koch | resnet
