@@ -12,9 +12,9 @@ The decoding below follows MediaPipe's face_detection_short_range graph: SSD anc
 anchor size fixed at 1), box and keypoints as offsets of 1/128 from the anchor centre, sigmoid scores kept
 from 0.5, and "weighted" non-maximum suppression (overlapping detections averaged, weighted by score).
 
-The image is letterboxed (centred on a black square) and resized to 128×128, so a face is found when it
-spans at least about a tenth of the image's longer side; smaller faces need a second detector
-(`fallback`, e.g. the Haar cascades), which runs only when BlazeFace finds nothing.
+The image is resized to fit 128×128 and letterboxed (centred on black), so a face small against the image's
+longer side (ORL's 92×112 face on an 1,100-pixel canvas, in the tests) is beyond it; such photos go to a
+second detector (`fallback`, the Haar cascades by default), which runs only when BlazeFace finds nothing.
 """
 
 from __future__ import annotations
