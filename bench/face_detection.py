@@ -28,7 +28,7 @@ import sys
 import tarfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -357,62 +357,65 @@ BLAZEFACE_ABLATIONS: list[tuple[str, dict]] = [
 ]
 
 
-def blazeface_ablation_section(
-    lfw: list[tuple[str, np.ndarray]], orl: list[tuple[str, np.ndarray]], seed: int, reference: dict[str, Run]
-) -> list[str]:
-    from model.blazeface import BlazeFaceDetector, BlazeFaceParams
-
-    lines = [
-        f"## BlazeFace variants (LFW: seeded sample of {len(lfw):,} images, seed {seed}; ORL: all {len(orl)})",
-        "",
-        "Each row changes the defaults of `BlazeFaceParams` as named; columns as in the Haar table below.",
-        "",
-    ]
-    sets = [(f"LFW ({len(lfw):,})", lfw), ("ORL", orl)]
+def variant_rows(
+    backend: str,
+    make: Callable[[dict], FaceDetector],
+    variants: list[tuple[str, dict]],
+    sets: list[tuple[str, list[tuple[str, np.ndarray]]]],
+    reference: dict[str, Run],
+) -> list[list[str]]:
+    """One table row per (variant, dataset): `make(change)`'s detector run over the set, as the first table's
+    columns plus the eye error against `reference` (dlib's runs, by dataset name) where there is one."""
     rows = []
-    for label, change in BLAZEFACE_ABLATIONS:
-        det = BlazeFaceDetector(replace(BlazeFaceParams(), **change))
+    for label, change in variants:
+        det = make(change)
         for name, images in sets:
-            LOG.info("blazeface variant %s on %s", label, name)
-            r = run(det, "blazeface", name, images)
+            LOG.info("%s variant %s on %s", backend, label, name)
+            r = run(det, backend, name, images)
             errs = eye_errors(r, reference[name]) if name in reference else np.zeros(0)
             err = f"{np.median(errs):.3f} / {np.percentile(errs, 90):.3f}" if len(errs) else "—"
             rows.append([label, *summary_row(r)[1:], err])
-    return lines + table([*HEADER_ABLATION, "eye error vs dlib, median / p90 IOD"], rows)
+    return rows
 
 
-def eye_errors(haar: Run, reference: Run) -> np.ndarray:
-    """Per image where both runs' largest faces match and Haar has eyes: the eye error against `reference`."""
+def eye_errors(found: Run, reference: Run) -> np.ndarray:
+    """Per image where both runs' largest faces match and both have eyes: the eye error against `reference`."""
     errs = []
-    for fs, gs in zip(haar.faces, reference.faces, strict=True):
+    for fs, gs in zip(found.faces, reference.faces, strict=True):
         f, g = largest(fs), largest(gs)
         if f is not None and g is not None and f.eyes and g.eyes and same_face(f, g):
             errs.append(eye_error(f, g.eyes))
     return np.asarray(errs)
 
 
-def ablation_section(
+def ablation_sections(
     lfw: list[tuple[str, np.ndarray]], orl: list[tuple[str, np.ndarray]], seed: int, reference: dict[str, Run]
 ) -> list[str]:
-    lines = [
-        f"## Haar parameter variants (LFW: seeded sample of {len(lfw):,} images, seed {seed}; ORL: all {len(orl)})",
+    """The BlazeFace and the Haar variant tables."""
+    from model.blazeface import BlazeFaceDetector, BlazeFaceParams
+
+    sets = [(f"LFW ({len(lfw):,})", lfw), ("ORL", orl)]
+    what = f"(LFW: seeded sample of {len(lfw):,} images, seed {seed}; ORL: all {len(orl)})"
+    header = [*HEADER_ABLATION, "eye error vs dlib, median / p90 IOD"]
+    blazeface = variant_rows(
+        "blazeface", lambda c: BlazeFaceDetector(replace(BlazeFaceParams(), **c)), BLAZEFACE_ABLATIONS, sets, reference
+    )
+    haar = variant_rows("haar", lambda c: HaarFaceDetector(replace(HaarParams(), **c)), ABLATIONS, sets, reference)
+    return [
+        f"## BlazeFace variants {what}",
+        "",
+        "Each row changes the defaults of `BlazeFaceParams` as named; columns as in the Haar table below.",
+        "",
+        *table(header, blazeface),
+        "",
+        f"## Haar parameter variants {what}",
         "",
         "Each row changes one parameter of the defaults. Columns as in the first table, plus the Haar eyes' error",
         "against dlib's (as in the previous section) where dlib ran. Timings in this table are noisier than in the",
         "first (other load on the shared machine changes between rows).",
         "",
+        *table(header, haar),
     ]
-    sets = [(f"LFW ({len(lfw):,})", lfw), ("ORL", orl)]
-    rows = []
-    for label, change in ABLATIONS:
-        det = HaarFaceDetector(replace(HaarParams(), **change))
-        for name, images in sets:
-            LOG.info("ablation %s on %s", label, name)
-            r = run(det, "haar", name, images)
-            errs = eye_errors(r, reference[name]) if name in reference else np.zeros(0)
-            err = f"{np.median(errs):.3f} / {np.percentile(errs, 90):.3f}" if len(errs) else "—"
-            rows.append([label, *summary_row(r)[1:], err])
-    return lines + table([*HEADER_ABLATION, "eye error vs dlib, median / p90 IOD"], rows)
 
 
 HEADER = [
@@ -507,9 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         dlib_detector = next((d for b, d in backends if b == "dlib"), None)
         sets = [(f"LFW ({len(sample):,})", sample), ("ORL", orl)]
         reference = {n: run(dlib_detector, "dlib", n, imgs) for n, imgs in sets} if dlib_detector else {}
-        if "blazeface" in wanted:
-            ablation_lines += [*blazeface_ablation_section(sample, orl, args.seed + 1, reference), ""]
-        ablation_lines += ablation_section(sample, orl, args.seed + 1, reference)
+        ablation_lines = ablation_sections(sample, orl, args.seed + 1, reference)
 
     versions = f"OpenCV {cv2.__version__}, Pillow {PILLOW_VERSION}"
     if dlib_runs:
