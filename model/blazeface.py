@@ -56,6 +56,16 @@ def ssd_anchors(size: int = INPUT_SIZE, strides: tuple[int, ...] = (8, 16, 16, 1
     return np.concatenate(centres).astype(np.float32)
 
 
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one box (x0, y0, x1, y1) with each of N×4 boxes: N values in [0, 1]."""
+    lo = np.maximum(box[:2], boxes[:, :2])
+    hi = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    area = np.prod(np.clip(box[2:] - box[:2], 0, None))
+    areas = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray, iou: float) -> list[tuple]:
     """MediaPipe's "weighted" suppression: [(box, score, points)], best first.
 
@@ -67,15 +77,10 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray, iou:
     boxes, scores, points = boxes[order], scores[order], points[order]
     alive = np.ones(len(scores), dtype=bool)
     out = []
-    areas = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
     for k in range(len(scores)):
         if not alive[k]:
             continue
-        lo = np.maximum(boxes[k, :2], boxes[:, :2])
-        hi = np.minimum(boxes[k, 2:], boxes[:, 2:])
-        inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-        overlap = inter / np.maximum(areas[k] + areas - inter, 1e-12)
-        group = alive & (overlap > iou)
+        group = alive & (box_iou(boxes[k], boxes) > iou)
         group[k] = True
         w = scores[group][:, None]
         out.append(
@@ -105,17 +110,12 @@ def _average_with_mirror(
         back.append((np.array([1.0 - box[2], box[1], 1.0 - box[0], box[3]]), score, unflipped))
     out = []
     for box, score, pts in detections:
-        best, best_iou = None, 0.5
-        for other in back:
-            lo, hi = np.maximum(box[:2], other[0][:2]), np.minimum(box[2:], other[0][2:])
-            inter = float(np.prod(np.clip(hi - lo, 0, None)))
-            union = float(np.prod(box[2:] - box[:2]) + np.prod(other[0][2:] - other[0][:2])) - inter
-            if union > 0 and inter / union > best_iou:
-                best, best_iou = other, inter / union
-        if best is None:
-            out.append((box, score, pts))
-        else:
+        overlap = box_iou(box, np.stack([b for b, _, _ in back])) if back else np.zeros(0)
+        if len(overlap) and overlap.max() > 0.5:
+            best = back[int(overlap.argmax())]
             out.append(((box + best[0]) / 2, score, (pts + best[2]) / 2))
+        else:
+            out.append((box, score, pts))
     return out
 
 
