@@ -479,3 +479,19 @@ def test_compose_replicas_profile_is_postgres_two_replicas_and_a_proxy() -> None
     assert "server replica-a:8000" in nginx
     assert "server replica-b:8000" in nginx
     assert "listen 8000" in nginx
+
+
+def test_package_data_carries_every_file_serving_loads_from_model() -> None:
+    """The image installs the package, not the source tree: the shipped face artifact and BlazeFace's graph
+    (and its licence) must match pyproject's package-data patterns, or the installed service cannot start."""
+    import fnmatch
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["model"]
+    needed = [
+        *(REPO / "model" / "artifacts" / "faces").glob("*"),
+        *(REPO / "model" / "detectors").glob("*"),
+    ]
+    assert len(needed) >= 4
+    for path in needed:
+        rel = path.relative_to(REPO / "model").as_posix()
+        assert any(fnmatch.fnmatch(rel, p) for p in patterns), f"model/{rel} is not package data: {patterns}"
