@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from model.faces import LEFT_EYE, NOSE, RIGHT_EYE, Face, FaceDetector, HaarParams, _check_image, detector_from_card
+from model.faces import LEFT_EYE, NOSE, RIGHT_EYE, Face, FaceDetector, HaarParams, _validate_image, detector_from_card
 
 BLAZEFACE_ONNX = Path(__file__).parent / "detectors" / "blazeface_short_range.onnx"
 INPUT_SIZE = 128
@@ -257,7 +257,7 @@ class BlazeFaceDetector:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """RGB uint8 H×W×3 (or grey H×W) -> every face, most probable first; the fallback's when none."""
-        _check_image(image)  # validates shape and dtype
+        _validate_image(image)
         rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else np.ascontiguousarray(image)
         h, w = rgb.shape[:2]
         x, mapping = self._letterbox(rgb)

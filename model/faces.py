@@ -183,15 +183,20 @@ class FaceDetector(Protocol):
     def detect(self, image: np.ndarray) -> list[Face]: ...
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
-    """Validate an H×W×3 RGB or H×W grey uint8 array; return it as grey H×W uint8 (contiguous)."""
+def _validate_image(image: np.ndarray) -> None:
+    """Raise unless `image` is an H×W×3 RGB or H×W grey uint8 array (what every detector takes)."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise TypeError(f"expected a uint8 numpy array, got {type(image).__name__} {getattr(image, 'dtype', '')}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"expected an H×W×3 RGB or H×W grey image, got shape {image.shape}")
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    """Validate an H×W×3 RGB or H×W grey uint8 array; return it as grey H×W uint8 (contiguous)."""
+    _validate_image(image)
     if image.ndim == 2:
         return np.ascontiguousarray(image)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    raise ValueError(f"expected an H×W×3 RGB or H×W grey image, got shape {image.shape}")
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
 
 
 def as_rgb_array(image: Image.Image) -> np.ndarray:
@@ -575,6 +580,21 @@ def make_detector(name: str = "haar", **kwargs: Any) -> FaceDetector:
     if name in ("dlib", "dlib-hog"):
         return DlibFaceDetector(**kwargs)
     raise ValueError(f"unknown face detector {name!r}; expected 'haar', 'blazeface' or 'dlib'")
+
+
+def detector_block(name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A card's `face.detector` block {"name", "params"} for "haar" or "blazeface": today's default parameters
+    with `overrides` (field names of HaarParams / BlazeFaceParams, JSON types) on top, validated, every
+    parameter written out (so that the block keeps meaning the same when the defaults change)."""
+    if name == "haar":
+        params = HaarParams.from_dict({**HaarParams().to_dict(), **(overrides or {})}).to_dict()
+    elif name == "blazeface":
+        from model.blazeface import BlazeFaceParams
+
+        params = BlazeFaceParams.from_dict({**BlazeFaceParams().to_dict(), **(overrides or {})}).to_dict()
+    else:
+        raise ValueError(f"unknown face detector {name!r} for a card; expected 'haar' or 'blazeface'")
+    return {"name": name, "params": params}
 
 
 def detector_from_card(block: Mapping[str, Any]) -> FaceDetector:

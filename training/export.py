@@ -241,21 +241,13 @@ def recard_face_artifact(
     `version`, `command` is appended to the card's command, and the crop recipe the net was trained on is kept
     in `training.face_recipe_trained` (the first one, on repeated re-cards), since serving crops now differ
     slightly from training crops."""
-    from model.blazeface import BlazeFaceParams
-    from model.faces import HaarParams
+    from model.faces import detector_block
 
     art = load_artifact(path)
     card = art.card
     if not card.face:
         raise ValueError(f"{path} is not a face artifact (its card has no face block)")
-    name = detector or card.face["detector"]["name"]
-    if name == "haar":
-        params = HaarParams.from_dict({**HaarParams().to_dict(), **(detector_params or {})}).to_dict()
-    elif name == "blazeface":
-        params = BlazeFaceParams.from_dict({**BlazeFaceParams().to_dict(), **(detector_params or {})}).to_dict()
-    else:
-        raise ValueError(f"recard knows the detectors 'haar' and 'blazeface', not {name!r}")
-    face = {**card.face, "detector": {"name": name, "params": params}}
+    face = {**card.face, "detector": detector_block(detector or card.face["detector"]["name"], detector_params)}
     training = {"face_recipe_trained": card.face, **card.training}
     card = dataclasses.replace(
         card,

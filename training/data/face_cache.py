@@ -37,9 +37,9 @@ from model.faces import (
     Face,
     FaceDetector,
     FaceError,
-    HaarParams,
     align_face,
     as_rgb_array,
+    detector_block,
     detector_from_card,
     find_face,
 )
@@ -229,15 +229,7 @@ def _build_set(
 def default_face_block(min_size: int = DEFAULT_MIN_FACE_SIZE, detector: str = "haar") -> dict[str, Any]:
     """The crop recipe in the model card's `face` format: alignment geometry, detector ("haar" or "blazeface")
     and its parameters, smallest usable face. `model.faces`'s and `model.blazeface`'s current defaults."""
-    if detector == "haar":
-        params = HaarParams().to_dict()
-    elif detector == "blazeface":
-        from model.blazeface import BlazeFaceParams
-
-        params = BlazeFaceParams().to_dict()
-    else:
-        raise ValueError(f"unknown face detector {detector!r}; expected 'haar' or 'blazeface'")
-    return {"align": AlignSpec().to_dict(), "detector": {"name": detector, "params": params}, "min_face": min_size}
+    return {"align": AlignSpec().to_dict(), "detector": detector_block(detector), "min_face": min_size}
 
 
 def recipe_parts(face: dict[str, Any]) -> tuple[AlignSpec, FaceDetector, int]:
