@@ -2,7 +2,7 @@
 
     python bench/omniglot.py              # embedding table: trains missing runs (hours on a 2-core CPU), evaluates
     python bench/omniglot.py --no-train   # embedding table: evaluates the runs already in runs/
-    OMP_NUM_THREADS=1 python bench/omniglot.py --fewshot --budget-minutes 2
+    OMP_NUM_THREADS=1 python bench/omniglot.py --fewshot --budget-minutes 6 --jobs 2
                                           # few-shot table: every method on both protocols at an equal budget
     python bench/omniglot.py --render     # rewrite the .md from the JSON alone (measures nothing)
 
@@ -13,14 +13,16 @@ Embedding table: each experiment file's run, measured from its best checkpoint (
 baseline and the shipped artifact (ONNX, through `model.artifact`, what serving runs).
 
 Few-shot table (`--fewshot`): each method of FEWSHOT_RUNS trained twice, once per protocol, with the same
-wall-clock budget (`--max-minutes`, one training process at a time, one thread), then evaluated:
+wall-clock budget (`--max-minutes`, one thread per training process, `--jobs` processes at a time), then evaluated:
 - Lake's protocol: trained on `images_background` (4 alphabets held out for validation), scored on the 400
   trials of Lake's 20 within-alphabet runs (`all_runs.zip`);
 - Vinyals' protocol: trained on `splits/vinyals/train.txt` (validated on val.txt), 28×28, rotations as
   classes, scored on test.txt in 5/20-way × 1/5-shot episodes (`--episodes` each, 95% CI over episodes).
 A run that already spent its budget (or finished its steps) is not trained again. Support-set fine-tuning
 (`training.finetune`) is measured on the prototypical runs' frozen embedders, beside their plain
-nearest-prototype rows.
+nearest-prototype rows. Each budget keeps its own runs (runs/fewshot-<minutes>min/) and its own entries in the
+JSON: the table shows the largest budget, and a second table and bench/results/omniglot_budget.png show how
+far each method is from its paper at every budget measured (the gap's trend is the budget's share of it).
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ import platform
 import shlex
 import subprocess
 import sys
+import threading
 import time
 import tomllib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,72 +217,116 @@ def needs_training(run_dir: Path, budget_minutes: float) -> float:
     return left if left > 0.05 * budget_minutes else 0.0
 
 
+def budget_key(minutes: float) -> str:
+    """The JSON key (and runs/ folder suffix) of a budget: "2", "6", "0.5"."""
+    return f"{minutes:g}"
+
+
 def measure_fewshot(args: argparse.Namespace, store: dict[str, Any]) -> None:
-    """Train (unless --no-train) and evaluate every few-shot run present in runs/, into store["fewshot"]."""
-    fs = store.setdefault("fewshot", {"runs": {}})
+    """Train (unless --no-train) and evaluate every few-shot run at this budget, into
+    store["fewshot"]["budgets"][budget]. Trainings run `--jobs` at a time (one thread each); evaluations one
+    at a time, each as soon as its run is trained, so that their timings (eval_s) are not shared."""
+    key_b = budget_key(args.budget_minutes)
+    fs = store.setdefault("fewshot", {}).setdefault("budgets", {}).setdefault(key_b, {"runs": {}})
+    runs_dir = args.runs / f"fewshot-{key_b}min"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    for run in FEWSHOT_RUNS:
-        if args.only and run.method not in args.only.split(","):
-            continue
-        run_dir = args.runs / run.name
+    todo = [
+        run
+        for run in FEWSHOT_RUNS
+        if (not args.only or run.method in args.only.split(",")) and run.protocol in args.protocols.split(",")
+    ]
+    lock = threading.Lock()  # one evaluation at a time; the store is written under it
+
+    def one(run: FewShotRun) -> None:
+        run_dir = runs_dir / run.name
         left = needs_training(run_dir, args.budget_minutes)
         if not args.no_train and left > 0:
-            cmd = fewshot_train_command(run, round(left, 2), args.runs)
+            cmd = fewshot_train_command(run, round(left, 2), runs_dir)
             LOG.info("training %s for up to %.2f min: %s", run.name, left, shlex.join(cmd[1:]))
-            subprocess.run(cmd, check=True, cwd=REPO, env=env)
-        best, metrics = run_dir / "best.pt", run_dir / "metrics.json"
-        if not best.is_file() or not metrics.is_file():
-            LOG.warning(
-                "skipping %s: no best.pt or metrics.json in %s (kept: the entry measured earlier)", run.name, run_dir
-            )
-            continue
-        bases = [(run.name, None)]
-        if run.method == FINETUNE_BASE:
-            from training.finetune import embedding_classifier
+            # The trainer's progress bar would interleave with the other jobs': its log goes to the run folder.
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / "bench-train.log", "ab") as log:
+                subprocess.run(cmd, check=True, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        with lock:
+            evaluate_fewshot_run(args, run, run_dir, fs, lambda: save_store(args.json, store))
 
-            distance = json.loads(metrics.read_text())["distance"]
-            bases.append(
-                (run.name + "+finetune", embedding_classifier(FINETUNE_STEPS, FINETUNE_LR, FINETUNE_ENTROPY, distance))
-            )
-        for entry_name, classifier in bases:
-            key = {"checkpoint_mtime_ns": best.stat().st_mtime_ns, "episodes": args.episodes}
-            old = fs["runs"].get(entry_name)
-            if old and old.get("key") == key:
-                continue  # this checkpoint is measured already
-            m = json.loads(metrics.read_text())
-            cfg = json.loads((run_dir / "config.json").read_text())
-            settings = () if run.protocol == "lake" else run.settings  # Lake's protocol: its 400 trials alone
-            started = time.time()
-            LOG.info("evaluating %s", entry_name)
-            results = evaluate_checkpoint(best, args.data_root, args.episodes, settings=settings, classifier=classifier)
-            fs["runs"][entry_name] = {
-                "method": run.method + ("+finetune" if classifier else ""),
-                "protocol": run.protocol,
-                "key": key,
-                "results": results,
-                "eval_s": round(time.time() - started, 1),
-                "train_command": m["command"],
-                "train_minutes": m["train_time_s"] / 60,
-                "steps": m["steps"],
-                "steps_planned": cfg["steps"],
-                "finished": m["finished"],
-                "best_step": m["best_step"],
-                "hardware": m["hardware"],
-                "n_way": cfg["n_way"] if run.method in ("maml", "fomaml") else None,
-                "finetune": (
-                    {"steps": FINETUNE_STEPS, "lr": FINETUNE_LR, "entropy_weight": FINETUNE_ENTROPY}
-                    if classifier
-                    else None
-                ),
-                "measured": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-            }
-            save_store(args.json, store)
+    if args.jobs > 1:
+        import torch
+
+        torch.set_num_threads(1)  # the evaluations share the machine with the other jobs' trainings
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(one, todo))  # list(): re-raises a run's failure
+    else:
+        for run in todo:
+            one(run)
     fs["budget_minutes"] = args.budget_minutes
     fs["episodes"] = args.episodes
-    fs["command"] = f"OMP_NUM_THREADS=1 python bench/omniglot.py --fewshot --budget-minutes {args.budget_minutes:g}" + (
-        f" --episodes {args.episodes}" if args.episodes != 1000 else ""
+    fs["jobs"] = args.jobs
+    command = (
+        f"OMP_NUM_THREADS=1 python bench/omniglot.py --fewshot --budget-minutes {args.budget_minutes:g}"
+        + (f" --jobs {args.jobs}" if args.jobs != 1 else "")
+        + (f" --episodes {args.episodes}" if args.episodes != 1000 else "")
+        + (f" --only {args.only}" if args.only else "")
+        + (f" --protocols {args.protocols}" if args.protocols != "lake,vinyals" else "")
     )
+    # A partial invocation (--only, --protocols) adds to the budget's commands; a whole one replaces them.
+    partial = bool(args.only) or args.protocols != "lake,vinyals"
+    earlier = fs.get("command", "").split(" and ") if partial and fs.get("command") else []
+    fs["command"] = " and ".join(dict.fromkeys([*earlier, command]))
     fs["platform"] = f"{cpu_name()} ({os.cpu_count()} cores) / Python {platform.python_version()}"
+    save_store(args.json, store)
+
+
+def evaluate_fewshot_run(
+    args: argparse.Namespace, run: FewShotRun, run_dir: Path, fs: dict[str, Any], save: Callable[[], None]
+) -> None:
+    """Measure one trained run (and its fine-tuning variant) into fs["runs"], unless this checkpoint is
+    measured already; `save()` after each entry."""
+    best, metrics = run_dir / "best.pt", run_dir / "metrics.json"
+    if not best.is_file() or not metrics.is_file():
+        LOG.warning(
+            "skipping %s: no best.pt or metrics.json in %s (kept: the entry measured earlier)", run.name, run_dir
+        )
+        return
+    bases = [(run.name, None)]
+    if run.method == FINETUNE_BASE:
+        from training.finetune import embedding_classifier
+
+        distance = json.loads(metrics.read_text())["distance"]
+        bases.append(
+            (run.name + "+finetune", embedding_classifier(FINETUNE_STEPS, FINETUNE_LR, FINETUNE_ENTROPY, distance))
+        )
+    for entry_name, classifier in bases:
+        key = {"checkpoint_mtime_ns": best.stat().st_mtime_ns, "episodes": args.episodes}
+        old = fs["runs"].get(entry_name)
+        if old and old.get("key") == key:
+            continue  # this checkpoint is measured already
+        m = json.loads(metrics.read_text())
+        cfg = json.loads((run_dir / "config.json").read_text())
+        settings = () if run.protocol == "lake" else run.settings  # Lake's protocol: its 400 trials alone
+        started = time.time()
+        LOG.info("evaluating %s", entry_name)
+        results = evaluate_checkpoint(best, args.data_root, args.episodes, settings=settings, classifier=classifier)
+        fs["runs"][entry_name] = {
+            "method": run.method + ("+finetune" if classifier else ""),
+            "protocol": run.protocol,
+            "key": key,
+            "results": results,
+            "eval_s": round(time.time() - started, 1),
+            "train_command": m["command"],
+            "train_minutes": m["train_time_s"] / 60,
+            "steps": m["steps"],
+            "steps_planned": cfg["steps"],
+            "finished": m["finished"],
+            "best_step": m["best_step"],
+            "hardware": m["hardware"],
+            "n_way": cfg["n_way"] if run.method in ("maml", "fomaml") else None,
+            "finetune": (
+                {"steps": FINETUNE_STEPS, "lr": FINETUNE_LR, "entropy_weight": FINETUNE_ENTROPY} if classifier else None
+            ),
+            "measured": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        }
+        save()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -412,9 +461,15 @@ def fewshot_section(fs: dict[str, Any]) -> list[str]:
         "",
         f"Measured by `{fs['command']}` on {fs['platform']}: every run trained for a wall-clock budget of "
         f"**{fs['budget_minutes']:g} minutes** (`--max-minutes`; validation time included, checked at each "
-        "validation, so a run may overshoot by up to ~half a minute), one training process at a time with one "
-        f"thread ({', '.join(hardware)}), beside other jobs on the machine's other core. Each run keeps its "
-        "best validation checkpoint.",
+        "validation, so a run may overshoot by up to ~half a minute), "
+        + (
+            f"{fs['jobs']} training processes at a time, one thread each ({', '.join(hardware)}), sharing the "
+            "machine's cores with each other's evaluations and other short jobs. "
+            if fs.get("jobs", 1) > 1
+            else f"one training process at a time with one thread ({', '.join(hardware)}), beside other jobs on "
+            "the machine's other core. "
+        )
+        + "Each run keeps its best validation checkpoint.",
         "",
         "- **Lake's protocol**: trained on `images_background` (4 alphabets held out for validation); scored on "
         "the 400 trials of Lake's 20 within-alphabet 20-way 1-shot runs (± 95% CI over the 20 runs).",
@@ -498,10 +553,103 @@ def budget_note(fs: dict[str, Any]) -> list[str]:
     ]
 
 
-def render(store: dict[str, Any]) -> str:
+def vinyals_gaps(fs: dict[str, Any], m: Method) -> tuple[float, float] | None:
+    """Points from the paper on Vinyals 5-way / 20-way 1-shot at one budget (None: no paper or no runs)."""
+    vr = merged(entries_of(fs, m.key, "vinyals"))
+    if not m.paper or "5way_1shot" not in vr or "20way_1shot" not in vr:
+        return None
+    a, b = (100 * vr[k]["accuracy"] for k in ("5way_1shot", "20way_1shot"))
+    return a - m.paper[0], b - m.paper[1]
+
+
+def budget_section(budgets: dict[str, dict[str, Any]], plot: Path | None) -> list[str]:
+    """Every budget measured, side by side: how each method's distance from its paper moves with the budget
+    (and a plot of it, written to `plot`)."""
+    keys = sorted(budgets, key=float)
+    lines = [
+        "",
+        "## The same methods at each budget measured",
+        "",
+        "Each budget's runs are trained from scratch (runs/fewshot-<minutes>min/), scored as above. "
+        + "; ".join(f"{k} min: `{budgets[k]['command']}`" for k in keys)
+        + ".",
+        "",
+        "| method | budget | Lake's 400 trials | Vinyals 5-way 1-shot | 20-way 1-shot | vs paper (points) "
+        "| training: Vinyals' |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in METHODS:
+        for k in keys:
+            fs = budgets[k]
+            lake, vin = entries_of(fs, m.key, "lake"), entries_of(fs, m.key, "vinyals")
+            if not lake and not vin:
+                continue
+            lr, vr = merged(lake), merged(vin)
+            gaps = vinyals_gaps(fs, m)
+            gap = " / ".join(f"{g:+.1f}" for g in gaps) if gaps else "—"
+            lines.append(
+                f"| {m.label} | {k} min | {cell(lr.get('lake_runs'))} | {cell(vr.get('5way_1shot'))} "
+                f"| {cell(vr.get('20way_1shot'))} | {gap} | {budget_cell(vin) or '—'} |"
+            )
+    if plot is not None and plot_budgets(budgets, plot):
+        lines += ["", f"![Points from the paper against the training budget]({plot.name})"]
+    return lines
+
+
+def plot_budgets(budgets: dict[str, dict[str, Any]], path: Path) -> bool:
+    """Points from the paper (Vinyals 5-way and 20-way 1-shot) against the budget, one line per method with a
+    paper figure; False when fewer than two budgets give such a point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(budgets, key=float)
+    series = {}
+    for m in METHODS:
+        points = [(float(k), g) for k in keys if (g := vinyals_gaps(budgets[k], m)) is not None]
+        if len(points) > 1:
+            series[m.label] = points
+    if not series:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for i, (ax, title) in enumerate(zip(axes, ("Vinyals 5-way 1-shot", "Vinyals 20-way 1-shot"), strict=True)):
+        for label, points in series.items():
+            ax.plot([x for x, _ in points], [g[i] for _, g in points], marker="o", label=label.split(",")[0])
+        ax.axhline(0, color="black", lw=1)
+        ax.axhspan(-1.5, 0, color="tab:green", alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_xticks([float(k) for k in keys], labels=[f"{k} min" for k in keys])
+        ax.set_xlabel("training budget per run (one CPU thread)")
+        ax.set_ylabel("accuracy − paper (points)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Omniglot few-shot methods: distance from each paper's figure (green: within 1.5 points)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main_budget(budgets: dict[str, dict[str, Any]]) -> str:
+    """The budget of the main table: the largest at which every method was measured on both protocols (a
+    longer budget given to a few methods only shows in the budget table), else the largest."""
+
+    def complete(fs: dict[str, Any]) -> bool:
+        return all(entries_of(fs, r.method, r.protocol) for r in FEWSHOT_RUNS)
+
+    return max([k for k, fs in budgets.items() if complete(fs)] or budgets, key=float)
+
+
+def render(store: dict[str, Any], plot: Path | None = None) -> str:
+    """The Markdown report from the JSON; `plot`: where the budget plot goes (None: no plot)."""
     lines = embedders_section(store["embedders"]) if "embedders" in store else ["# Omniglot benchmark"]
-    if store.get("fewshot", {}).get("runs"):
-        lines += fewshot_section(store["fewshot"])
+    budgets = store.get("fewshot", {}).get("budgets", {})
+    if budgets:
+        lines += fewshot_section(budgets[main_budget(budgets)])
+    if len(budgets) > 1:
+        lines += budget_section(budgets, plot)
     return "\n".join(lines) + "\n"
 
 
@@ -518,6 +666,10 @@ def main() -> int:
     ap.add_argument("--render", action="store_true", help="only rewrite the .md from the JSON")
     ap.add_argument("--budget-minutes", type=float, default=2.0, help="--fewshot: wall-clock training budget per run")
     ap.add_argument("--only", help="--fewshot: a comma list of method keys (default: every method)")
+    ap.add_argument("--jobs", type=int, default=1, help="--fewshot: training processes at a time (one thread each)")
+    ap.add_argument(
+        "--protocols", default="lake,vinyals", help="--fewshot: a comma list of protocols (default: lake,vinyals)"
+    )
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--runs", type=Path, default=REPO / "runs")
     ap.add_argument("--artifact", type=Path, default=REPO / "model" / "artifacts" / "omniglot")
@@ -531,7 +683,7 @@ def main() -> int:
     if not args.render:
         (measure_fewshot if args.fewshot else measure_embedders)(args, store)
         save_store(args.json, store)
-    args.out.write_text(render(store))
+    args.out.write_text(render(store, args.out.with_name(args.out.stem + "_budget.png")))
     print(args.out.read_text())
     return 0
 

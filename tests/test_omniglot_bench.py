@@ -193,3 +193,52 @@ def test_rows_merge_the_settings_each_run_fills(bench: ModuleType) -> None:
     assert "omni-vinyals-maml-20way 1.5 min" in md  # MAML's evaluation time is stated
     assert "2-minute CPU budget" in md
     assert "Relation Network: -9.6 / -17.6" in md
+
+
+def test_render_shows_the_largest_budget_and_every_budget_side_by_side(bench: ModuleType, tmp_path: Path) -> None:
+    """The main table is the largest budget's; the budget table has a row per method and budget, with its
+    distance from the paper, and the plot of those distances is written beside the report."""
+
+    def budget(minutes: float, five: float, twenty: float, jobs: int) -> dict[str, Any]:
+        runs = {
+            "omni-vinyals-relation": entry("relation", "vinyals", {"5way_1shot": five, "20way_1shot": twenty}),
+            "omni-lake-relation": entry("relation", "lake", {"lake_runs": 0.5}),
+        }
+        command = f"cmd {minutes:g}"
+        return {
+            "runs": runs,
+            "budget_minutes": minutes,
+            "episodes": 1000,
+            "command": command,
+            "platform": "p",
+            "jobs": jobs,
+        }
+
+    plot = tmp_path / "omniglot_budget.png"
+    only_two = bench.render({"fewshot": {"budgets": {"2": budget(2.0, 0.9, 0.8, 1)}}}, plot)
+    assert "2-minute CPU budget" in only_two
+    assert "at each budget measured" not in only_two
+    assert not plot.exists()
+
+    md = bench.render({"fewshot": {"budgets": {"2": budget(2.0, 0.9, 0.8, 1), "6": budget(6.0, 0.95, 0.9, 2)}}}, plot)
+    main = md.split("## The same methods at each budget measured")[0]
+    assert "6-minute CPU budget" in main
+    assert "2-minute" not in main
+    assert "2 training processes at a time, one thread each" in main
+    assert "| Relation Network | 50.00 ± 1.00 | 95.00 ± 1.00 |" in main
+    rows = [line for line in md.splitlines() if line.startswith("| Relation Network | ") and " min |" in line]
+    assert [r.split(" | ")[1] for r in rows] == ["2 min", "6 min"]  # budgets in increasing order
+    assert "| -9.6 / -17.6 |" in rows[0]
+    assert "| -4.6 / -7.6 |" in rows[1]
+    assert "2 min: `cmd 2`; 6 min: `cmd 6`" in md
+    assert f"]({plot.name})" in md
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_budget_given_to_a_few_methods_does_not_become_the_main_table(bench: ModuleType) -> None:
+    every = {r.name: entry(r.method, r.protocol, {"5way_1shot": 0.9}) for r in bench.FEWSHOT_RUNS}
+    full = {"runs": every}
+    partial = {"runs": {"omni-vinyals-proto": entry("proto", "vinyals", {"5way_1shot": 0.99})}}
+    assert bench.main_budget({"6": full, "30": partial}) == "6"
+    assert bench.main_budget({"2": full, "6": full}) == "6"
+    assert bench.main_budget({"30": partial}) == "30"  # nothing complete: the largest
