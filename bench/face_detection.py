@@ -345,12 +345,11 @@ ABLATIONS: list[tuple[str, dict]] = [
 
 
 BLAZEFACE_ABLATIONS: list[tuple[str, dict]] = [
-    ("defaults (mirror averaged, eyes moved onto dlib's convention, extra faces from 0.75, Haar fallback)", {}),
-    ("no mirror averaging", {"flip_average": False}),
-    ("BlazeFace's own eye points (eye_spread 1, eye_drop 0)", {"eye_spread": 1.0, "eye_drop": 0.0}),
+    ("defaults (one pass, eyes moved onto dlib's convention, extra faces from 0.75, Haar fallback)", {}),
+    ("mirror averaging (a second pass on the mirror image; the default before 2.3.0)", {"flip_average": True}),
     (
-        "neither (the network's raw output, as MediaPipe decodes it)",
-        {"flip_average": False, "eye_spread": 1.0, "eye_drop": 0.0},
+        "BlazeFace's own eye points (eye_spread 1, eye_drop 0: the network's raw output, as MediaPipe decodes it)",
+        {"eye_spread": 1.0, "eye_drop": 0.0},
     ),
     ("extra_face_score 0.5 (every face at MediaPipe's min_score)", {"extra_face_score": 0.5}),
     ("min_score 0.75 (for every face)", {"min_score": 0.75}),

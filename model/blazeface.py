@@ -144,9 +144,11 @@ class BlazeFaceParams:
         chin); 1.0 keeps them, as the pipeline's `min_size` and the box fallback of alignment are then
         measured on them.
     flip_average: also run the network on the mirror image (a second call) and average each
-        face's box and points with its mirrored counterpart's: the eyes' error against dlib's 5-point eyes
-        falls from a median 0.078 to 0.069 interocular distances on LFW (0.077 to 0.067 on ORL), for about
-        2 ms more (bench/results/face_detection.md).
+        face's box and points with its mirrored counterpart's. The eyes' error against dlib's 5-point eyes
+        falls from a median 0.065 to 0.056 interocular distances on LFW (bench/results/face_detection.md), but
+        the shipped face model verifies no better for it (faces 2.2.0 with it, 2.3.0 without: LFW View 1 end to
+        end 90.4 / 91.0%, held-out people AUC 0.9727 / 0.9723, ORL EER 3.33 / 3.24%; bench/results/faces.md,
+        "Update (2.3.0)"), and the second call is a quarter of a photo's time. Off by default.
     eye_spread, eye_drop: BlazeFace's eye points sit 4.5% further apart and 0.018 interocular distances higher
         than dlib's 5-point eye centres (the mean of each eye's corners; medians over 600 LFW and 400 ORL
         photos, measured with flip_average), which the Haar eyes the face models were trained with follow
@@ -164,7 +166,7 @@ class BlazeFaceParams:
     extra_face_score: float = 0.75
     nms_iou: float = 0.3
     box_scale: float = 1.0
-    flip_average: bool = True
+    flip_average: bool = False
     eye_spread: float = 0.957
     eye_drop: float = 0.018
     fallback: str = "haar"
