@@ -419,16 +419,17 @@ def ann_bench(dim: int, distance: str, sizes: Sizes) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------- face_recognition
-def face_recognition_bench(images: list[tuple[str, bytes]], reps: int) -> str:
+def face_recognition_bench(images: list[tuple[str, bytes]], reps: int) -> dict[str, float] | None:
     """face_recognition's model on the same JPEGs: what `face_encodings(load_image_file(f))` runs with its
     defaults (HOG detection with one upsampling, 5 landmarks, ResNet, one jitter), called through dlib directly
-    (`training.teacher`; the wrapper package needs a source build of dlib), one core."""
+    (`training.teacher`; the wrapper package needs a source build of dlib), one core. Seconds per image
+    (`p50_s`, over `n` timings), and in how many of them a face was found; None when it is not installed."""
     from PIL import Image
 
     from training.teacher import DlibTeacher, model_dir
 
     if model_dir() is None:
-        return "face_recognition's model is not installed (pip install -e '.[teacher]'): no comparison."
+        return None
     teacher = DlibTeacher()
     times = []
     found = 0
@@ -439,10 +440,24 @@ def face_recognition_bench(images: list[tuple[str, bytes]], reps: int) -> str:
             found += int(teacher.describe(rgb, pick="largest", upsample=1).vector is not None)
             times.append(time.perf_counter() - t)
     st = percentiles(times)
+    return {"p50_s": st["p50"] / 1000, "n": st["n"], "found": found}
+
+
+def face_recognition_section(fr: dict[str, float] | None, http: dict[str, Any], pipeline_ms: dict[str, float]) -> str:
+    """The peer's time per photo, and how many times it is ours: per request (the whole /verify, two photos,
+    and /identify, one, one at a time) and per photo in process (decode to embedding, one thread each)."""
+    if fr is None:
+        return "face_recognition's model is not installed (pip install -e '.[teacher]'): no comparison."
+    verify, identify = http["verify_c1"]["p50"] / 1000, http["identify_c1"]["p50"] / 1000
     return (
         "face_recognition's model (dlib HOG detector with one upsampling, 5-point landmarks, ResNet encoder; "
-        f"through dlib, one core), decode + detect + encode, same JPEGs: {st['p50'] / 1000:.3f} s per image "
-        f"(median of {int(st['n'])}; a face found in {found} of {len(times)})."
+        f"through dlib, one core), decode + detect + encode, same JPEGs: {fr['p50_s']:.3f} s per image "
+        f"(median of {int(fr['n'])}; a face found in {fr['found']} of {int(fr['n'])}). The same work for a "
+        f"request: /verify's two photos {2 * fr['p50_s']:.3f} s, {2 * fr['p50_s'] / verify:.1f} times our whole "
+        f"/verify (p50 {1000 * verify:.1f} ms, its two photos worked on at once, one core each); /identify's "
+        f"photo {fr['p50_s']:.3f} s, {fr['p50_s'] / identify:.1f} times our /identify (p50 {1000 * identify:.1f} "
+        f"ms). Per photo on one core, in process (no HTTP): {fr['p50_s'] * 1000 / pipeline_ms['p50']:.1f} times "
+        f"ours ({pipeline_ms['p50']:.1f} ms)."
     )
 
 
@@ -457,7 +472,7 @@ def report(
     http: dict[str, Any],
     ann: list[dict[str, Any]],
     ann_dim: int,
-    fr: str,
+    fr: dict[str, float] | None,
     load: tuple[tuple[float, ...], tuple[float, ...]],
 ) -> str:
     import faiss
@@ -526,7 +541,7 @@ def report(
             f"{r['near_ms']['p99']:.3f} | {r['near_recall1']:.3f} | {r['near_rescored']:.3f} | "
             f"{r['random_ms']['p50']:.3f} | {r['random_recall1']:.3f} | {r['random_rescored']:.3f} |"
         )
-    lines += ["", "## face_recognition", "", fr, ""]
+    lines += ["", "## face_recognition", "", face_recognition_section(fr, http, prep.pipeline_ms), ""]
     return "\n".join(lines)
 
 
