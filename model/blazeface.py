@@ -266,8 +266,9 @@ class BlazeFaceDetector:
         raw, logits = self._session.run(None, {"images": x})
         detections = self._decode(raw[0], logits[0, :, 0])
         if self.params.flip_average and detections:
-            # A second call rather than a batch of two: ONNX Runtime takes 2.7 times as long for the pair
-            # (measured, one thread), and a photo without a face needs no mirror at all.
+            # A second call rather than a batch of two: the pair takes ONNX Runtime twice as long as one image
+            # (2.9 against 1.5 ms, one thread), so a batch saves nothing, and a photo without a face needs no
+            # mirror at all.
             raw, logits = self._session.run(None, {"images": np.ascontiguousarray(x[..., ::-1])})
             detections = _average_with_mirror(detections, self._decode(raw[0], logits[0, :, 0]))
         detections = detections[:1] + [d for d in detections[1:] if d[1] >= self.params.extra_face_score]
