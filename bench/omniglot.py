@@ -21,8 +21,8 @@ wall-clock budget (`--max-minutes`, one thread per training process, `--jobs` pr
 A run that already spent its budget (or finished its steps) is not trained again. Support-set fine-tuning
 (`training.finetune`) is measured on the prototypical runs' frozen embedders, beside their plain
 nearest-prototype rows. Each budget keeps its own runs (runs/fewshot-<minutes>min/) and its own entries in the
-JSON: the table shows the largest budget, and a second table and bench/results/omniglot_budget.png show how
-far each method is from its paper at every budget measured (the gap's trend is the budget's share of it).
+JSON: the main table shows the largest budget at which every method was measured, and a second table and
+bench/results/omniglot_budget.png show how far each method is from its paper at every budget measured.
 """
 
 from __future__ import annotations
@@ -243,10 +243,12 @@ def measure_fewshot(args: argparse.Namespace, store: dict[str, Any]) -> None:
         if not args.no_train and left > 0:
             cmd = fewshot_train_command(run, round(left, 2), runs_dir)
             LOG.info("training %s for up to %.2f min: %s", run.name, left, shlex.join(cmd[1:]))
-            # The trainer's progress bar would interleave with the other jobs': its log goes to the run folder.
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir / "bench-train.log", "ab") as log:
-                subprocess.run(cmd, check=True, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            if args.jobs == 1:
+                subprocess.run(cmd, check=True, cwd=REPO, env=env)
+            else:  # the trainers' progress bars would interleave: each one's output goes to its run folder
+                run_dir.mkdir(parents=True, exist_ok=True)
+                with open(run_dir / "bench-train.log", "ab") as log:
+                    subprocess.run(cmd, check=True, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         with lock:
             evaluate_fewshot_run(args, run, run_dir, fs, lambda: save_store(args.json, store))
 
