@@ -267,7 +267,7 @@ class BlazeFaceDetector:
         detections = self._decode(raw[0], logits[0, :, 0])
         if self.params.flip_average and detections:
             # A second call rather than a batch of two: the pair takes ONNX Runtime twice as long as one image
-            # (2.9 against 1.5 ms, one thread), so a batch saves nothing, and a photo without a face needs no
+            # (2.9 against 1.5 ms, one thread), so a batch saves almost nothing, and a photo without a face needs no
             # mirror at all.
             raw, logits = self._session.run(None, {"images": np.ascontiguousarray(x[..., ::-1])})
             detections = _average_with_mirror(detections, self._decode(raw[0], logits[0, :, 0]))
