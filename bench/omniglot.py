@@ -276,7 +276,6 @@ def measure_fewshot(args: argparse.Namespace, store: dict[str, Any]) -> None:
     earlier = fs.get("command", "").split(" and ") if partial and fs.get("command") else []
     fs["command"] = " and ".join(dict.fromkeys([*earlier, command]))
     fs["platform"] = f"{cpu_name()} ({os.cpu_count()} cores) / Python {platform.python_version()}"
-    save_store(args.json, store)
 
 
 def evaluate_fewshot_run(
@@ -506,12 +505,7 @@ def fewshot_section(fs: dict[str, Any]) -> list[str]:
             continue
         lr, vr = merged(lake), merged(vin)
         paper = f"{m.paper[0]} / {m.paper[1]} ({m.source})" if m.paper else m.source
-        gap = "—"
-        if m.paper and "5way_1shot" in vr and "20way_1shot" in vr:
-            gap = " / ".join(
-                f"{100 * vr[k]['accuracy'] - p:+.1f}"
-                for k, p in zip(("5way_1shot", "20way_1shot"), m.paper, strict=True)
-            )
+        gap = gap_text(vinyals_gaps(fs, m))
         cells = " | ".join(cell(vr.get(k)) for k in EPISODE_KEYS)
         lines.append(
             f"| {m.label} | {cell(lr.get('lake_runs'))} | {cells} | {paper} | {gap} | {budget_cell(lake) or '—'} "
@@ -539,12 +533,7 @@ def budget_note(fs: dict[str, Any]) -> list[str]:
     each row is from its paper."""
     entries = [e for e in fs["runs"].values() if not e["method"].endswith("+finetune")]
     share = sorted(100 * e["steps"] / e["steps_planned"] for e in entries)
-    misses = []
-    for m in METHODS:
-        vr = merged(entries_of(fs, m.key, "vinyals"))
-        if m.paper and "5way_1shot" in vr and "20way_1shot" in vr:
-            a, b = (100 * vr[k]["accuracy"] for k in ("5way_1shot", "20way_1shot"))
-            misses.append(f"{m.label}: {a - m.paper[0]:+.1f} / {b - m.paper[1]:+.1f}")
+    misses = [f"{m.label}: {gap_text(g)}" for m in METHODS if (g := vinyals_gaps(fs, m)) is not None]
     return [
         f"**Read these rows as a {fs['budget_minutes']:g}-minute CPU budget, not as reproductions.** Every run "
         f"trained for {fs['budget_minutes']:g} minutes on one CPU thread, far below the papers' training (GPU "
@@ -572,6 +561,11 @@ def vinyals_gaps(fs: dict[str, Any], m: Method) -> tuple[float, float] | None:
     return a - m.paper[0], b - m.paper[1]
 
 
+def gap_text(gaps: tuple[float, float] | None) -> str:
+    """ "-1.5 / -4.2" (points from the paper, 5-way / 20-way 1-shot), "—" without a paper figure."""
+    return " / ".join(f"{g:+.1f}" for g in gaps) if gaps else "—"
+
+
 def budget_section(budgets: dict[str, dict[str, Any]], plot: Path | None) -> list[str]:
     """Every budget measured, side by side: how each method's distance from its paper moves with the budget
     (and a plot of it, written to `plot`)."""
@@ -595,8 +589,7 @@ def budget_section(budgets: dict[str, dict[str, Any]], plot: Path | None) -> lis
             if not lake and not vin:
                 continue
             lr, vr = merged(lake), merged(vin)
-            gaps = vinyals_gaps(fs, m)
-            gap = " / ".join(f"{g:+.1f}" for g in gaps) if gaps else "—"
+            gap = gap_text(vinyals_gaps(fs, m))
             lines.append(
                 f"| {m.label} | {k} min | {cell(lr.get('lake_runs'))} | {cell(vr.get('5way_1shot'))} "
                 f"| {cell(vr.get('20way_1shot'))} | {gap} | {budget_cell(vin) or '—'} |"
