@@ -277,8 +277,11 @@ class Gallery:
     def sizes(self) -> dict[str, int]:
         with self._lock:
             subjects, faces = self.store.counts()
-            index = sum(ix.size for ix in (self._faces, self._means) if ix is not None)
-            return {"subjects": subjects, "faces": faces, "index_size": index}
+            # The index that answers for faces: the face index, or the subject-means index under "mean" ("both"
+            # keeps a means index too, one vector per subject: /ready's `subjects` counts those).
+            primary = self._faces if self._faces is not None else self._means
+            assert primary is not None
+            return {"subjects": subjects, "faces": faces, "index_size": primary.size}
 
     def index_kinds(self) -> dict[str, str]:
         return {name: ix.kind for name, ix in (("faces", self._faces), ("means", self._means)) if ix is not None}
@@ -292,7 +295,8 @@ class Gallery:
         if self.match in ("faces", "both"):
             i = int(self.distance.nearest(values))
             best = Comparison(s.subject_id, float(values[i]), "face", s.face_ids[i])
-        if self.match in ("mean", "both"):
+        # With one face the mean is that face: "both" reports it as the face (not as a float rounding's winner).
+        if self.match == "mean" or (self.match == "both" and len(s.face_ids) > 1):
             v = float(self.distance.pairwise(probe[None], self._mean(s)[None])[0, 0])
             if best is None or self._better(v, best.value):
                 best = Comparison(s.subject_id, v, "mean", None)

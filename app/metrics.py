@@ -28,7 +28,7 @@ class GalleryCollector(Collector):
         for key, help_text in (
             ("subjects", "Subjects enrolled in the gallery."),
             ("faces", "Faces enrolled in the gallery."),
-            ("index_size", "Vectors in the FAISS index (faces, plus subject means when matching against them)."),
+            ("index_size", "Vectors in the FAISS index over faces (over subject means with SIAMFACE_MATCH=mean)."),
         ):
             g = GaugeMetricFamily(f"siamface_{key if key == 'index_size' else key + '_enrolled'}", help_text)
             g.add_metric([], float(sizes[key]))

@@ -284,11 +284,11 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("SIAMFACE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SIAMFACE_API_KEYS", " k1 , k2 ,")
     monkeypatch.setenv("SIAMFACE_INDEX", "hnsw")
-    monkeypatch.setenv("SIAMFACE_MATCH", "both")
+    monkeypatch.setenv("SIAMFACE_MATCH", "mean")
     s = Settings(_env_file=None)
     assert s.data_dir == tmp_path
     assert s.index == "hnsw"
-    assert s.match == "both"
+    assert s.match == "mean"
     assert s.key_list() == [b"k1", b"k2"]
     assert s.key_accepted("k2")
     assert not s.key_accepted("k3")
@@ -316,8 +316,8 @@ def test_system_endpoints(client: TestClient) -> None:
     ready = client.get("/ready").json()
     assert ready["status"] == "ready"
     assert ready["model"].startswith("test-faces@0.0.1#")
-    assert ready["index"] == {"faces": "flat"}
-    assert ready["match"] == "faces"
+    assert ready["index"] == {"faces": "flat", "means": "flat"}
+    assert ready["match"] == "both"
     card = client.get("/model").json()
     assert card["card"]["distance"] == "cosine"
     assert "verification" in card["card"]["thresholds"]
@@ -558,7 +558,7 @@ def test_gallery_survives_a_restart(
         after = identify(c, orl[21, 1], top_k=10).json()
         assert after["candidates"] == before["candidates"]
         assert after["match"] == "s21"
-        assert c.get("/ready").json()["index"] == {"faces": index}
+        assert c.get("/ready").json()["index"] == {"faces": index, "means": index}
 
 
 @pytest.mark.data

@@ -76,6 +76,34 @@ def test_episode_within_group() -> None:
     assert any(len(set(groups[mixed.batch(step)].tolist())) > 1 for step in range(50))
 
 
+def test_m_per_class_within_group() -> None:
+    group_of_class = np.array([0] * 5 + [1] * 5 + [2] * 2)
+    groups = group_of_class[LABELS]
+    within = MPerClassSampler(LABELS, m=2, classes_per_batch=4, seed=0, groups=groups, within_group=1.0)
+    seen = set()
+    for step in range(60):
+        batch = within.batch(step)
+        classes = LABELS[batch][::2]
+        assert len(set(classes.tolist())) == 4
+        assert np.all(LABELS[batch][1::2] == classes)
+        g = groups[batch][::2]
+        if g[0] == 2:  # a group smaller than the batch: all of it first, the rest from other groups
+            assert g[:2].tolist() == [2, 2]
+            assert 2 not in g[2:].tolist()
+        else:
+            assert len(set(g.tolist())) == 1
+        seen.add(int(g[0]))
+    assert seen == {0, 1, 2}
+    # within_group = 0 draws the plain sampler's batches, so earlier runs stay reproducible
+    plain = MPerClassSampler(LABELS, m=2, classes_per_batch=4, seed=0)
+    off = MPerClassSampler(LABELS, m=2, classes_per_batch=4, seed=0, groups=groups, within_group=0.0)
+    np.testing.assert_array_equal(plain.batch(3), off.batch(3))
+    mixed = MPerClassSampler(LABELS, m=2, classes_per_batch=4, seed=0, groups=groups, within_group=0.5)
+    assert any(len(set(groups[mixed.batch(step)].tolist())) > 1 for step in range(20))
+    with pytest.raises(ValueError, match="need groups"):
+        MPerClassSampler(LABELS, m=2, classes_per_batch=4, seed=0, within_group=0.5)
+
+
 def test_episode_errors() -> None:
     with pytest.raises(ValueError, match="13-way"):
         EpisodeSampler(LABELS, 13, 1, 1, seed=0)

@@ -89,7 +89,7 @@ class TrainConfig:
     n_way: int = 60
     k_shot: int = 5
     q_query: int = 5
-    within_group: float = 0.0  # episodes: probability of drawing an episode's classes from one alphabet
+    within_group: float = 0.0  # episodes, m_per_class: probability that an episode / batch draws from one alphabet
     episodes_per_batch: int = 1  # episodic objectives: episodes per optimiser step (MAML's meta-batch)
     classes_per_batch: int = 64
     m_per_class: int = 4

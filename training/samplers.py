@@ -32,15 +32,35 @@ class _ClassIndex:
 class MPerClassSampler:
     """Batches of `classes_per_batch` distinct classes × `m` images each, grouped by class:
     [c0 × m, c1 × m, ...]. For pair and triplet mining, which need positives inside every batch.
+
+    within_group: the probability that a batch takes its classes from one group first (an Omniglot
+    alphabet: every class of a randomly drawn group, up to `classes_per_batch`, the rest of the batch from
+    any other class). A pair miner that draws negatives at random then meets mostly within-alphabet
+    negatives in such batches, the hard kind Lake's within-alphabet runs test; across 964 classes a random
+    negative is almost never from the same alphabet. 0 = never, 1 = always.
     """
 
-    def __init__(self, labels: np.ndarray, m: int, classes_per_batch: int, seed: int, rank: int = 0) -> None:
-        self.index = _ClassIndex(labels)
+    def __init__(
+        self,
+        labels: np.ndarray,
+        m: int,
+        classes_per_batch: int,
+        seed: int,
+        rank: int = 0,
+        groups: np.ndarray | None = None,
+        within_group: float = 0.0,
+    ) -> None:
+        if not 0.0 <= within_group <= 1.0:
+            raise ValueError(f"within_group is a probability, got {within_group}")
+        if within_group and groups is None:
+            raise ValueError("within-group batches need groups")
+        self.index = _ClassIndex(labels, groups if within_group else None)
         if classes_per_batch > len(self.index.classes):
             raise ValueError(f"{classes_per_batch} classes per batch but only {len(self.index.classes)} exist")
         if m < 2:
             raise ValueError("m must be at least 2 so that every batch holds positive pairs")
         self.m, self.classes_per_batch, self.seed, self.rank = m, classes_per_batch, seed, rank
+        self.within_group = within_group
 
     @property
     def batch_size(self) -> int:
@@ -48,7 +68,16 @@ class MPerClassSampler:
 
     def batch(self, step: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.rank, step])
-        classes = rng.choice(self.index.classes, size=self.classes_per_batch, replace=False)
+        # Drawn only when within_group > 0, so that batches without it are those of the plain sampler.
+        if self.within_group and rng.random() < self.within_group:
+            cg = self.index.class_group
+            assert cg is not None
+            group = self.index.classes[cg == rng.choice(np.unique(cg))]
+            first = rng.choice(group, size=min(len(group), self.classes_per_batch), replace=False)
+            rest = np.setdiff1d(self.index.classes, first)
+            classes = np.concatenate([first, rng.choice(rest, size=self.classes_per_batch - len(first), replace=False)])
+        else:
+            classes = rng.choice(self.index.classes, size=self.classes_per_batch, replace=False)
         return np.concatenate([self.index.draw(rng, int(c), self.m) for c in classes])
 
 

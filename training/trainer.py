@@ -171,7 +171,15 @@ def build_sampler(cfg: TrainConfig, train: ImageSet, rank: int) -> samplers.Samp
         )
     if cfg.sampler == "pairs":
         return samplers.PairSampler(train.labels, cfg.pairs, cfg.seed, rank)
-    return samplers.MPerClassSampler(train.labels, cfg.m_per_class, cfg.classes_per_batch, cfg.seed, rank)
+    return samplers.MPerClassSampler(
+        train.labels,
+        cfg.m_per_class,
+        cfg.classes_per_batch,
+        cfg.seed,
+        rank,
+        groups=train.groups,
+        within_group=cfg.within_group,
+    )
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
