@@ -79,8 +79,8 @@ def real_inputs(pipeline: FacePipeline, n: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of `repeats` calls of fn (after 3 untimed ones)."""
-    for _ in range(3):
+    """Median seconds of `repeats` calls of fn (after 20 untimed ones: the first calls of a session are slow)."""
+    for _ in range(20):
         fn()
     times = []
     for _ in range(repeats):
