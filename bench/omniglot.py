@@ -72,6 +72,11 @@ EXPERIMENTS = [
         "92.0 (Koch 2015, 105×105)",
         2,
     ),
+    (
+        "omniglot_koch_within.toml",
+        "Koch Siamese, Koch net 35×35 (reduced), half the batches within one alphabet",
+        "92.0 (Koch 2015, 105×105)",
+    ),
     ("omniglot_contrastive.toml", "Contrastive, Conv-4 28×28", "—"),
     ("omniglot_triplet.toml", "Triplet, semi-hard mining, Conv-4 28×28", "—"),
     ("omniglot_proto.toml", "Prototypical (60-way episodes), Conv-4 28×28", "—"),
