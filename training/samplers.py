@@ -23,6 +23,15 @@ class _ClassIndex:
             first = {int(c): int(np.asarray(groups)[self.members[int(c)][0]]) for c in self.classes}
             self.class_group = np.array([first[int(c)] for c in self.classes])
 
+    @classmethod
+    def for_sampling(cls, labels: np.ndarray, groups: np.ndarray | None, within_group: float) -> _ClassIndex:
+        """The index a sampler with `within_group` (a probability) needs: grouped only when it is > 0."""
+        if not 0.0 <= within_group <= 1.0:
+            raise ValueError(f"within_group is a probability, got {within_group}")
+        if within_group and groups is None:
+            raise ValueError("within-group batches and episodes need groups")
+        return cls(labels, groups if within_group else None)
+
     def draw(self, rng: np.random.Generator, cls: int, n: int) -> np.ndarray:
         """n distinct members of class `cls` (with replacement only if it has fewer than n)."""
         m = self.members[cls]
@@ -50,11 +59,7 @@ class MPerClassSampler:
         groups: np.ndarray | None = None,
         within_group: float = 0.0,
     ) -> None:
-        if not 0.0 <= within_group <= 1.0:
-            raise ValueError(f"within_group is a probability, got {within_group}")
-        if within_group and groups is None:
-            raise ValueError("within-group batches need groups")
-        self.index = _ClassIndex(labels, groups if within_group else None)
+        self.index = _ClassIndex.for_sampling(labels, groups, within_group)
         if classes_per_batch > len(self.index.classes):
             raise ValueError(f"{classes_per_batch} classes per batch but only {len(self.index.classes)} exist")
         if m < 2:
@@ -106,11 +111,7 @@ class EpisodeSampler:
     ) -> None:
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
-        if not 0.0 <= within_group <= 1.0:
-            raise ValueError(f"within_group is a probability, got {within_group}")
-        if within_group and groups is None:
-            raise ValueError("within-group episodes need groups")
-        self.index = _ClassIndex(labels, groups if within_group else None)
+        self.index = _ClassIndex.for_sampling(labels, groups, within_group)
         if n_way > len(self.index.classes):
             raise ValueError(f"{n_way}-way episodes but only {len(self.index.classes)} classes exist")
         self.n_way, self.k_shot, self.q_query = n_way, k_shot, q_query
