@@ -3,10 +3,13 @@ need PostgreSQL use `pg_url` (a fresh schema of the local server) and skip with 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -28,6 +31,23 @@ def data_root() -> Path:
     if not (DATA_ROOT / "omniglot" / "images_background.zip").is_file():
         pytest.skip(f"needs the shared datasets at {DATA_ROOT} (set SIAMFACE_DATA to point elsewhere)")
     return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def load_bench() -> Callable[[str], ModuleType]:
+    """Imports `bench/<name>.py` as the module `bench_<name>` (registered in sys.modules: dataclasses look their
+    module up), for tests of a benchmark's bookkeeping."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 def make_glyph_folder(root: Path, classes: int = 6, per_class: int = 10, size: int = 28, seed: int = 0) -> Path:

@@ -3,8 +3,7 @@ enrolled, who is probed, and how top-1 and EER are counted for each match mode."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -13,19 +12,12 @@ import pytest
 
 from model import distances
 
-REPO = Path(__file__).resolve().parents[1]
 DIM = 16
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_gallery_match", REPO / "bench" / "gallery_match.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_gallery_match"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def bench(load_bench: Callable[[str], ModuleType]) -> ModuleType:
+    return load_bench("gallery_match")
 
 
 def clusters(bench: ModuleType, n: int, per: int, noise: float, seed: int) -> list:

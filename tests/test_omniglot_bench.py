@@ -3,9 +3,8 @@ Omniglot stand-ins, and the few-shot table's bookkeeping in bench/omniglot.py (b
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,8 +17,6 @@ from model.preprocess import PreprocessSpec
 from training import benchmark
 from training.data.base import ImageSet
 from training.data.omniglot import OneShotRun
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def separable_set(n_classes: int = 24, per_class: int = 10, seed: int = 0) -> ImageSet:
@@ -108,14 +105,8 @@ def test_unknown_setting_is_refused() -> None:
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_omniglot", REPO / "bench" / "omniglot.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_omniglot"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def bench(load_bench: Callable[[str], ModuleType]) -> ModuleType:
+    return load_bench("omniglot")
 
 
 def write_metrics(run_dir: Path, finished: bool, minutes: float) -> None:

@@ -9,7 +9,6 @@ the error code, in the one error shape.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
@@ -412,20 +411,10 @@ def test_logs_and_metrics_hold_no_keys_or_embeddings(
 
 
 # ----------------------------------------------------------------------------------------------- crash
-def _bench() -> ModuleType:
-    """bench/reliability.py, imported as a module (its server and checks are what this test reuses)."""
-    spec = importlib.util.spec_from_file_location("bench_reliability", REPO / "bench" / "reliability.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def bench() -> Iterator[ModuleType]:
-    yield _bench()
+def bench(load_bench: Callable[[str], ModuleType]) -> Iterator[ModuleType]:
+    """bench/reliability.py, imported as a module (its server and checks are what this test reuses)."""
+    yield load_bench("reliability")
     sys.modules.pop("bench_reliability", None)
 
 
