@@ -80,8 +80,10 @@ def face_training_description(cfg: dict[str, Any]) -> str:
         if cfg.get("teacher")
         else "; no outside data"
     )
+    # Runs made before `face_detector` existed were all trained on Haar crops.
+    detector = {"haar": "OpenCV's Haar cascades", "blazeface": "BlazeFace"}[cfg.get("face_detector", "haar")]
     return (
-        f"face sets {cfg['face_sets']} from {cfg['data_root']}, aligned by model.faces (Haar detector); "
+        f"face sets {cfg['face_sets']} from {cfg['data_root']}, aligned by model.faces ({detector}); "
         f"{protocol}; ORL minus {cfg['holdout_subjects']} held-out subjects; Extended Yale B (cropped){outside}"
     )
 
