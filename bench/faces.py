@@ -192,6 +192,22 @@ def side_by_side(artifacts: list[Path], data_root: Path, peer: bool) -> list[str
     return lines
 
 
+def setup_logging() -> None:
+    """INFO logs with timestamps for a face bench script, without the ONNX exporter's and matplotlib's chatter."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("onnxscript", "onnx_ir", "matplotlib", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def comma_list(ap: argparse.ArgumentParser, value: str, known: list[str], what: str) -> list[str]:
+    """The items of the comma list `value`, in its order; `ap.error` (exit 2) names any not in `known`."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = sorted(set(items) - set(known))
+    if unknown:
+        ap.error(f"unknown {what} {unknown}; expected some of {known}")
+    return items
+
+
 def pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}"
 
@@ -221,13 +237,8 @@ def main() -> int:
         help="comma list of exported face artifacts for the side-by-side table (with --peer: and the teacher)",
     )
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("onnxscript", "onnx_ir", "matplotlib", "torch.onnx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
-    unknown = sorted(set(protocols) - set(PROTOCOLS))
-    if unknown:
-        ap.error(f"unknown protocols {unknown}; expected some of {PROTOCOLS}")
+    setup_logging()
+    protocols = comma_list(ap, args.protocols, list(PROTOCOLS), "protocols")
 
     rows, reports, folds, all_metrics = [], {}, [], {}
     peer_folds: list[float] = []  # the teacher's end-to-end accuracy per View 2 fold (--peer)

@@ -25,7 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.faces import evaluate_run, pct  # noqa: E402
+from bench.faces import comma_list, evaluate_run, pct, setup_logging  # noqa: E402
 from training.config import resolve  # noqa: E402
 from training.trainer import cpu_name  # noqa: E402
 
@@ -79,13 +79,8 @@ def main() -> int:
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faces_distill.md")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("onnxscript", "onnx_ir", "matplotlib", "torch.onnx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    wanted = {s.strip() for s in args.mixes.split(",") if s.strip()}
-    unknown = sorted(wanted - set(SLUG.values()))
-    if unknown:
-        ap.error(f"unknown mixes {unknown}; expected some of {sorted(SLUG.values())}")
+    setup_logging()
+    wanted = set(comma_list(ap, args.mixes, list(SLUG.values()), "mixes"))
 
     rows = []
     for mix, overrides in MIXES.items():

@@ -31,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.faces import evaluate_run, pct, run_latency  # noqa: E402
+from bench.faces import comma_list, evaluate_run, pct, run_latency, setup_logging  # noqa: E402
 from training.config import TrainConfig, resolve  # noqa: E402
 from training.trainer import cpu_name  # noqa: E402
 
@@ -95,13 +95,8 @@ def main() -> int:
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faces_student.md")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("onnxscript", "onnx_ir", "matplotlib", "torch.onnx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    wanted = [s.strip() for s in args.students.split(",") if s.strip()]
-    unknown = sorted(set(wanted) - set(STUDENTS))
-    if unknown:
-        ap.error(f"unknown students {unknown}; expected some of {sorted(STUDENTS)}")
+    setup_logging()
+    wanted = comma_list(ap, args.students, list(STUDENTS), "students")
 
     rows = []
     for slug in wanted:
