@@ -192,6 +192,26 @@ def side_by_side(artifacts: list[Path], data_root: Path, peer: bool) -> list[str
     return lines
 
 
+def finished_run(cfg: Any, no_train: bool, command: str) -> tuple[Path, dict[str, Any]] | None:
+    """(run folder, its metrics.json) of the run `cfg` describes, training it first (resumable, recorded as
+    `command`) when it has not finished; None, logged, when it has not and `no_train` forbids training."""
+    run_dir = REPO / cfg.out_dir / cfg.name
+    if not (run_dir / "metrics.json").is_file():
+        if no_train:
+            LOG.info("skipping %s: no finished run at %s", cfg.name, run_dir)
+            return None
+        from training.trainer import train
+
+        train(cfg, command=command)
+    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+
+
+def write_report(out: Path, lines: list[str]) -> None:
+    """Write a report's markdown lines to `out` and print them."""
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def setup_logging() -> None:
     """INFO logs with timestamps for a face bench script, without the ONNX exporter's and matplotlib's chatter."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -249,21 +269,15 @@ def main() -> int:
     suffix = "" if args.steps is None else f"-{args.steps}steps"
     for p in protocols:
         cfg = resolve(args.experiment, {"face_protocol": p, "name": f"{experiment}-{p}{suffix}", **schedule})
-        run_dir = REPO / cfg.out_dir / cfg.name
-        if not (run_dir / "metrics.json").is_file():
-            if args.no_train:
-                LOG.info("skipping %s: no finished run at %s", p, run_dir)
-                continue
-            from training.trainer import train
-
-            train(
-                cfg,
-                command=f"python bench/faces.py --experiment {shown} --protocols {p}"
-                + ("" if args.steps is None else f" --steps {args.steps}"),
-            )
+        command = f"python bench/faces.py --experiment {shown} --protocols {p}" + (
+            "" if args.steps is None else f" --steps {args.steps}"
+        )
+        found = finished_run(cfg, args.no_train, command)
+        if found is None:
+            continue
+        run_dir, run = found
         metrics, fresh = evaluate_run(run_dir, args.data_root)
         all_metrics[p] = metrics
-        run = json.loads((run_dir / "metrics.json").read_text())
         reports.update({f"{p}: {k}": v for k, v in fresh.items()})
         split = "view1" if p == "view1" else f"view2-fold{int(p[4:]):02d}"
         aligned, e2e = metrics[f"lfw_{split}"], metrics[f"lfw_{split}_end_to_end"]
@@ -360,8 +374,7 @@ def main() -> int:
         plot = args.out.with_name("faces_roc.png")
         verification.plot_roc_det(reports, plot, title="Face embedder: ROC and DET")
         lines += ["", f"![ROC and DET]({plot.name})"]
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
     return 0
 
 

@@ -15,7 +15,6 @@ README), but it learned from ~3 M outside faces: rows with a teacher are "with o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.faces import comma_list, evaluate_run, pct, setup_logging  # noqa: E402
+from bench.faces import comma_list, evaluate_run, finished_run, pct, setup_logging, write_report  # noqa: E402
 from training.config import resolve  # noqa: E402
 from training.trainer import cpu_name  # noqa: E402
 
@@ -88,16 +87,13 @@ def main() -> int:
             continue
         name = f"faces-ablation-{SLUG[mix]}-{args.steps}"
         cfg = resolve(EXPERIMENT, {**overrides, "steps": args.steps, "face_protocol": "view1", "name": name})
-        run_dir = REPO / cfg.out_dir / cfg.name
-        if not (run_dir / "metrics.json").is_file():
-            if args.no_train:
-                LOG.info("skipping %s: no finished run at %s", mix, run_dir)
-                continue
-            from training.trainer import train
-
-            train(cfg, command=f"python bench/faces_distill.py --steps {args.steps} --mixes {SLUG[mix]}")
+        found = finished_run(
+            cfg, args.no_train, f"python bench/faces_distill.py --steps {args.steps} --mixes {SLUG[mix]}"
+        )
+        if found is None:
+            continue
+        run_dir, run = found
         metrics, _ = evaluate_run(run_dir, args.data_root)
-        run = json.loads((run_dir / "metrics.json").read_text())
         rows.append((mix, metrics, run))
 
     lines = [
@@ -128,8 +124,7 @@ def main() -> int:
             f"{pct(run.get('best_val_acc'))} | {run.get('steps')} steps, {run.get('train_time_s', 0) / 60:.0f} min, "
             f"{run.get('hardware', '')} |"
         )
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
     return 0
 
 

@@ -31,7 +31,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.faces import comma_list, evaluate_run, pct, run_latency, setup_logging  # noqa: E402
+from bench.faces import (  # noqa: E402
+    comma_list,
+    evaluate_run,
+    finished_run,
+    pct,
+    run_latency,
+    setup_logging,
+    write_report,
+)
 from training.config import TrainConfig, resolve  # noqa: E402
 from training.trainer import cpu_name  # noqa: E402
 
@@ -103,16 +111,13 @@ def main() -> int:
         label, overrides = STUDENTS[slug]
         name = f"faces-student-{slug}-{args.steps}"
         cfg = resolve(EXPERIMENT, {**MIX, **overrides, "steps": args.steps, "face_protocol": "view1", "name": name})
-        run_dir = REPO / cfg.out_dir / cfg.name
-        if not (run_dir / "metrics.json").is_file():
-            if args.no_train:
-                LOG.info("skipping %s: no finished run at %s", label, run_dir)
-                continue
-            from training.trainer import train
-
-            train(cfg, command=f"python bench/faces_student.py --steps {args.steps} --students {slug}")
+        found = finished_run(
+            cfg, args.no_train, f"python bench/faces_student.py --steps {args.steps} --students {slug}"
+        )
+        if found is None:
+            continue
+        run_dir, run = found
         metrics, _ = evaluate_run(run_dir, args.data_root)
-        run = json.loads((run_dir / "metrics.json").read_text())
         rows.append((label, metrics, run, teacher_fit(run_dir), run_latency(run_dir, args.data_root)))
 
     lines = [
@@ -146,8 +151,7 @@ def main() -> int:
             f"{speed['photo_to_embedding_ms_median']:.1f} | {run.get('steps')} steps, "
             f"{run.get('train_time_s', 0) / 60:.0f} min, {run.get('hardware', '')} |"
         )
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
     return 0
 
 
