@@ -53,6 +53,7 @@ from model.faces import (  # noqa: E402
     find_face,
 )
 from model.preprocess import decode  # noqa: E402
+from training.trainer import cpu_name  # noqa: E402
 
 LOG = logging.getLogger("bench.face_detection")
 
@@ -432,16 +433,6 @@ HEADER = [
     "p95 ms",
 ]
 HEADER_ABLATION = ["variant", *HEADER[1:]]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:

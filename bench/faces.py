@@ -29,6 +29,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ from training.trainer import cpu_name  # noqa: E402
 LOG = logging.getLogger("bench.faces")
 EXPERIMENT = REPO / "experiments" / "faces.toml"
 PROTOCOLS = ["view1"] + [f"fold{k}" for k in range(1, 11)]
+RECORDS = REPO / "bench" / "results" / "runs"  # measured_run's records: a report's runs, kept past runs/
 
 
 def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[str, verification.VerificationReport]]:
@@ -206,6 +209,57 @@ def finished_run(cfg: Any, no_train: bool, command: str) -> tuple[Path, dict[str
     return run_dir, json.loads((run_dir / "metrics.json").read_text())
 
 
+@dataclass
+class Measured:
+    """A finished run's figures: `run` is its metrics.json without the curve, `metrics` its face metrics
+    (evaluate_run), `extras` what the report asked for besides; `reports` (for plots) and `run_dir` only when
+    measured from the run in this session, empty and None when read from its record."""
+
+    run: dict[str, Any]
+    metrics: dict[str, Any]
+    extras: dict[str, Any]
+    reports: dict[str, verification.VerificationReport] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+
+def measured_run(
+    cfg: Any,
+    no_train: bool,
+    command: str,
+    data_root: Path,
+    extras: dict[str, Callable[[Path], Any]] | None = None,
+    records: Path = RECORDS,
+) -> Measured | None:
+    """The figures of the run `cfg` describes, and where they come from.
+
+    runs/ is git-ignored and a session's machine is not kept, while a report may need more training than one
+    session holds (ten View 2 folds): so every run measured here leaves a record, `records/<name>.json` (its
+    config, metrics.json without the curve, face metrics and `extras`: name -> function of the run folder),
+    committed beside the reports. A finished run in runs/ is always measured afresh (and its record rewritten);
+    without one, a record of the very same config is read; without either, the run is trained (finished_run),
+    unless `no_train`, which gives None. A record of another config under the same name is ignored, logged.
+    """
+    record = records / f"{cfg.name}.json"
+    config = json.loads(json.dumps(cfg.to_dict()))  # as the record holds it: tuples become lists
+    if not (REPO / cfg.out_dir / cfg.name / "metrics.json").is_file() and record.is_file():
+        saved = json.loads(record.read_text())
+        if saved["config"] == config:
+            LOG.info("%s: no run in %s; reporting its record %s", cfg.name, cfg.out_dir, record)
+            return Measured(saved["run"], saved["metrics"], saved["extras"])
+        LOG.warning("ignoring %s: recorded for another config than %s's", record, cfg.name)
+    found = finished_run(cfg, no_train, command)
+    if found is None:
+        return None
+    run_dir, run = found
+    metrics, reports = evaluate_run(run_dir, data_root)
+    summary = {k: v for k, v in run.items() if k != "history"}
+    measured = Measured(summary, metrics, {k: f(run_dir) for k, f in (extras or {}).items()}, reports, run_dir)
+    records.mkdir(parents=True, exist_ok=True)
+    saved = {"name": cfg.name, "config": config, "run": summary, "metrics": metrics, "extras": measured.extras}
+    record.write_text(json.dumps(saved, indent=1) + "\n")
+    return measured
+
+
 def write_report(out: Path, lines: list[str]) -> None:
     """Write a report's markdown lines to `out` and print them."""
     out.write_text("\n".join(lines) + "\n")
@@ -272,13 +326,12 @@ def main() -> int:
         command = f"python bench/faces.py --experiment {shown} --protocols {p}" + (
             "" if args.steps is None else f" --steps {args.steps}"
         )
-        found = finished_run(cfg, args.no_train, command)
-        if found is None:
+        measured = measured_run(cfg, args.no_train, command, args.data_root)
+        if measured is None:
             continue
-        run_dir, run = found
-        metrics, fresh = evaluate_run(run_dir, args.data_root)
+        run, metrics, run_dir = measured.run, measured.metrics, measured.run_dir
         all_metrics[p] = metrics
-        reports.update({f"{p}: {k}": v for k, v in fresh.items()})
+        reports.update({f"{p}: {k}": v for k, v in measured.reports.items()})
         split = "view1" if p == "view1" else f"view2-fold{int(p[4:]):02d}"
         aligned, e2e = metrics[f"lfw_{split}"], metrics[f"lfw_{split}_end_to_end"]
         orl = metrics.get("orl_heldout", {})
@@ -359,11 +412,12 @@ def main() -> int:
                 f"{extra['n_impostor']} different-person pairs): AUC {extra['auc']:.4f}, EER {pct(extra['eer'])}, "
                 + ", ".join(f"TAR@FAR={k} {pct(v)}" for k, v in extra["tar_at_far"].items()),
             ]
-    if rows:
-        lat = run_latency(rows[0][5], args.data_root)
+    timed = next((folder for *_, folder in rows if folder is not None), None)  # a run here, not a record
+    if timed is not None:
+        lat = run_latency(timed, args.data_root)
         lines += [
             "",
-            f"**Speed** ({rows[0][5].name}, ONNX Runtime, batch 1, 2 threads, mirror averaging in the graph): "
+            f"**Speed** ({timed.name}, ONNX Runtime, batch 1, 2 threads, mirror averaging in the graph): "
             f"{lat['embed_ms_median']:.2f} ms median ({lat['embed_ms_p90']:.2f} ms p90) per aligned face; "
             f"{lat['photo_to_embedding_ms_median']:.1f} ms median from JPEG bytes to embedding "
             f"(decode + Haar detection + alignment + embedding, {lat['photos_timed']} LFW photos).",

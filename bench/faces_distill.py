@@ -24,7 +24,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.faces import comma_list, evaluate_run, finished_run, pct, setup_logging, write_report  # noqa: E402
+from bench.faces import comma_list, measured_run, pct, setup_logging, write_report  # noqa: E402
 from training.config import resolve  # noqa: E402
 from training.trainer import cpu_name  # noqa: E402
 
@@ -87,14 +87,10 @@ def main() -> int:
             continue
         name = f"faces-ablation-{SLUG[mix]}-{args.steps}"
         cfg = resolve(EXPERIMENT, {**overrides, "steps": args.steps, "face_protocol": "view1", "name": name})
-        found = finished_run(
-            cfg, args.no_train, f"python bench/faces_distill.py --steps {args.steps} --mixes {SLUG[mix]}"
-        )
-        if found is None:
-            continue
-        run_dir, run = found
-        metrics, _ = evaluate_run(run_dir, args.data_root)
-        rows.append((mix, metrics, run))
+        command = f"python bench/faces_distill.py --steps {args.steps} --mixes {SLUG[mix]}"
+        measured = measured_run(cfg, args.no_train, command, args.data_root)
+        if measured is not None:
+            rows.append((mix, measured.metrics, measured.run))
 
     lines = [
         "# Distillation ablation: which loss mix trains the best student",

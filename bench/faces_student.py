@@ -33,8 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.faces import (  # noqa: E402
     comma_list,
-    evaluate_run,
-    finished_run,
+    measured_run,
     pct,
     run_latency,
     setup_logging,
@@ -111,14 +110,15 @@ def main() -> int:
         label, overrides = STUDENTS[slug]
         name = f"faces-student-{slug}-{args.steps}"
         cfg = resolve(EXPERIMENT, {**MIX, **overrides, "steps": args.steps, "face_protocol": "view1", "name": name})
-        found = finished_run(
-            cfg, args.no_train, f"python bench/faces_student.py --steps {args.steps} --students {slug}"
+        measured = measured_run(
+            cfg,
+            args.no_train,
+            f"python bench/faces_student.py --steps {args.steps} --students {slug}",
+            args.data_root,
+            extras={"fit": teacher_fit, "speed": lambda run_dir: run_latency(run_dir, args.data_root)},
         )
-        if found is None:
-            continue
-        run_dir, run = found
-        metrics, _ = evaluate_run(run_dir, args.data_root)
-        rows.append((label, metrics, run, teacher_fit(run_dir), run_latency(run_dir, args.data_root)))
+        if measured is not None:
+            rows.append((label, measured.metrics, measured.run, measured.extras["fit"], measured.extras["speed"]))
 
     lines = [
         "# Student input: colour and size",

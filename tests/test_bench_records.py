@@ -1,0 +1,63 @@
+"""bench/faces.py's run records: a report reads a committed record when its run is gone from runs/, but only a
+record of the very same training config, and measures the run afresh whenever the run is there."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from training.config import resolve
+
+
+@pytest.fixture
+def bench(load_bench: Callable[[str], ModuleType]) -> ModuleType:
+    return load_bench("faces")
+
+
+def write_record(records: Path, cfg: object, accuracy: float) -> None:
+    records.mkdir(parents=True, exist_ok=True)
+    saved = {
+        "name": cfg.name,  # type: ignore[attr-defined]
+        "config": json.loads(json.dumps(cfg.to_dict())),  # type: ignore[attr-defined]
+        "run": {"steps": 6000, "train_time_s": 2340.0, "hardware": "test CPU"},
+        "metrics": {"lfw_view2-fold01": {"accuracy": accuracy}},
+        "extras": {"fit": {"train": 0.78}},
+    }
+    (records / f"{cfg.name}.json").write_text(json.dumps(saved))  # type: ignore[attr-defined]
+
+
+def test_a_record_stands_in_for_a_missing_run(bench: ModuleType, tmp_path: Path) -> None:
+    cfg = resolve(bench.EXPERIMENT, {"name": "rec-fold1", "face_protocol": "fold1", "out_dir": str(tmp_path / "runs")})
+    write_record(tmp_path / "records", cfg, 0.935)
+    got = bench.measured_run(cfg, True, "cmd", tmp_path / "no-data", records=tmp_path / "records")
+    assert got is not None
+    assert got.metrics["lfw_view2-fold01"]["accuracy"] == 0.935
+    assert got.run["steps"] == 6000
+    assert got.extras == {"fit": {"train": 0.78}}
+    assert got.run_dir is None
+    assert got.reports == {}
+
+
+def test_a_record_of_another_config_is_ignored(bench: ModuleType, tmp_path: Path) -> None:
+    runs = str(tmp_path / "runs")
+    recorded = resolve(bench.EXPERIMENT, {"name": "rec-fold1", "face_protocol": "fold1", "out_dir": runs})
+    write_record(tmp_path / "records", recorded, 0.935)
+    asked = resolve(bench.EXPERIMENT, {"name": "rec-fold1", "face_protocol": "fold1", "out_dir": runs, "steps": 10})
+    # no run, no valid record, and no training allowed: nothing to report
+    assert bench.measured_run(asked, True, "cmd", tmp_path / "no-data", records=tmp_path / "records") is None
+
+
+def test_a_run_in_runs_wins_over_its_record(bench: ModuleType, tmp_path: Path) -> None:
+    cfg = resolve(bench.EXPERIMENT, {"name": "rec-fold1", "face_protocol": "fold1", "out_dir": str(tmp_path / "runs")})
+    write_record(tmp_path / "records", cfg, 0.935)
+    run_dir = tmp_path / "runs" / "rec-fold1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"steps": 6000, "history": []}))
+    # the run is measured afresh: here it has no checkpoint, so evaluating it fails rather than quietly
+    # reporting the older record
+    with pytest.raises(FileNotFoundError):
+        bench.measured_run(cfg, True, "cmd", tmp_path / "no-data", records=tmp_path / "records")
