@@ -49,9 +49,9 @@ PROTOCOLS = ["view1"] + [f"fold{k}" for k in range(1, 11)]
 RECORDS = REPO / "bench" / "results" / "runs"  # measured_run's records: a report's runs, kept past runs/
 
 
-def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[str, verification.VerificationReport]]:
-    """Face metrics of `run_dir/best.pt` (mirror averaging on), cached in face_eval.json beside it while the
-    checkpoint is unchanged. Reports (for plots) only when freshly computed."""
+def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[str, verification.RocCurve]]:
+    """Face metrics of `run_dir/best.pt` (mirror averaging on) and the ROC of each of its reports (thinned to
+    ~300 points, for plots), cached in face_eval.json beside it while the checkpoint is unchanged."""
     import torch
 
     from model.preprocess import PreprocessSpec
@@ -63,11 +63,11 @@ def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[s
 
     best = run_dir / "best.pt"
     cache = run_dir / "face_eval.json"
-    key = {"checkpoint_mtime_ns": best.stat().st_mtime_ns, "tta_flip": True}
+    key = {"checkpoint_mtime_ns": best.stat().st_mtime_ns, "tta_flip": True, "curves": 300}
     net, ckpt = load_checkpoint_embedder(best, tta_flip=True)
     cfg = ckpt["train_config"]
-    if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
-        return json.loads(cache.read_text())["metrics"], {}
+    if cache.is_file() and (cached := json.loads(cache.read_text())).get("key") == key:
+        return cached["metrics"], {k: verification.RocCurve.from_dict(c) for k, c in cached["curves"].items()}
     crops = load_face_crops(data_root, REPO / ".cache", EVAL_SETS, read_face_block(run_dir), channels=cfg["channels"])
     spec = PreprocessSpec.from_dict(ckpt["preprocess"])
     embed = torch_embed_fn(net.eval(), torch.device("cpu"))
@@ -75,8 +75,10 @@ def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[s
         embed, crops, load_lfw_protocol(data_root), cfg, spec, ckpt["distance"]
     )
     metrics["calibration"] = calibration.to_dict() if calibration else None
-    cache.write_text(json.dumps({"key": key, "metrics": metrics}, indent=2))
-    return metrics, reports
+    curves = {k: r.curve.thinned(300) for k, r in reports.items() if r.curve is not None}
+    saved = {"key": key, "metrics": metrics, "curves": {k: c.to_dict() for k, c in curves.items()}}
+    cache.write_text(json.dumps(saved, indent=2))
+    return metrics, curves
 
 
 def latency(artifact_dir: Path, data_root: Path, repeats: int = 300) -> dict[str, float]:
@@ -162,7 +164,9 @@ def side_by_side(artifacts: list[Path], data_root: Path, peer: bool) -> list[str
         "(JPEG bytes to embedding) on this CPU; ours with ONNX Runtime, 2 threads, Haar detection; the "
         "teacher with dlib (HOG detection with one upsampling, 5 landmarks, ResNet), one core, its median over the "
         "photos it encoded for the accuracy columns (`bench/faces_peer.py`, cached in .cache/peer/, timed whenever "
-        "they were encoded, possibly beside other jobs on the machine).",
+        "they were encoded, possibly beside other jobs on the machine). ORL held-out EER: every pair of the 10 "
+        "held-out subjects' 100 photos; for the teacher, its cached descriptors of those photos (its own "
+        "detection and alignment, cosine).",
         "",
         "| model | outside data | acc (aligned crops) | acc (end to end) | AUC (end to end) | TAR@FAR=1e-3 | "
         "ORL held-out EER | ms per face (embedding) | ms per photo |",
@@ -182,14 +186,16 @@ def side_by_side(artifacts: list[Path], data_root: Path, peer: bool) -> list[str
             f"{lat['photo_to_embedding_ms_median']:.1f} |"
         )
     if peer:
-        from bench.faces_peer import peer_report, teacher_heldout_report
+        from bench.faces_peer import peer_report, teacher_heldout_report, teacher_orl_report
         from training.data.faces import load_lfw_protocol
 
         split = load_lfw_protocol(data_root).view1_split()
         rep, held = peer_report(split, data_root), teacher_heldout_report(split, data_root)
+        orl = teacher_orl_report(data_root)
         lines.append(
             f"| teacher: face_recognition (dlib ResNet) | yes: ~3 M faces of 7,485 people | — | "
-            f"{pct(rep['accuracy'])} | {rep['auc']:.4f} | {pct(held['tar_at_far'].get('1e-3'))} | — | — | "
+            f"{pct(rep['accuracy'])} | {rep['auc']:.4f} | {pct(held['tar_at_far'].get('1e-3'))} | "
+            f"{pct(orl['eer'])} | — | "
             f"{1000 * rep['seconds_per_photo_median']:.0f} |"
         )
     return lines
@@ -211,14 +217,14 @@ def finished_run(cfg: Any, no_train: bool, command: str) -> tuple[Path, dict[str
 
 @dataclass
 class Measured:
-    """A finished run's figures: `run` is its metrics.json without the curve, `metrics` its face metrics
-    (evaluate_run), `extras` what the report asked for besides; `reports` (for plots) and `run_dir` only when
-    measured from the run in this session, empty and None when read from its record."""
+    """A finished run's figures: `run` is its metrics.json without the learning curve, `metrics` its face
+    metrics and `curves` the ROC of each of its reports, thinned, for plots (evaluate_run), `extras` what the
+    report asked for besides; `run_dir` None when read from its record."""
 
     run: dict[str, Any]
     metrics: dict[str, Any]
     extras: dict[str, Any]
-    reports: dict[str, verification.VerificationReport] = field(default_factory=dict)
+    curves: dict[str, verification.RocCurve] = field(default_factory=dict)
     run_dir: Path | None = None
 
 
@@ -245,18 +251,26 @@ def measured_run(
         saved = json.loads(record.read_text())
         if saved["config"] == config:
             LOG.info("%s: no run in %s; reporting its record %s", cfg.name, cfg.out_dir, record)
-            return Measured(saved["run"], saved["metrics"], saved["extras"])
+            curves = {k: verification.RocCurve.from_dict(c) for k, c in saved["curves"].items()}
+            return Measured(saved["run"], saved["metrics"], saved["extras"], curves)
         LOG.warning("ignoring %s: recorded for another config than %s's", record, cfg.name)
     found = finished_run(cfg, no_train, command)
     if found is None:
         return None
     run_dir, run = found
-    metrics, reports = evaluate_run(run_dir, data_root)
+    metrics, curves = evaluate_run(run_dir, data_root)
     summary = {k: v for k, v in run.items() if k != "history"}
-    measured = Measured(summary, metrics, {k: f(run_dir) for k, f in (extras or {}).items()}, reports, run_dir)
+    measured = Measured(summary, metrics, {k: f(run_dir) for k, f in (extras or {}).items()}, curves, run_dir)
     records.mkdir(parents=True, exist_ok=True)
-    saved = {"name": cfg.name, "config": config, "run": summary, "metrics": metrics, "extras": measured.extras}
-    record.write_text(json.dumps(saved, indent=1) + "\n")
+    saved = {
+        "name": cfg.name,
+        "config": config,
+        "run": summary,
+        "metrics": metrics,
+        "extras": measured.extras,
+        "curves": {k: c.to_dict() for k, c in measured.curves.items()},
+    }
+    record.write_text(json.dumps(saved, separators=(",", ":")) + "\n")
     return measured
 
 
@@ -314,7 +328,7 @@ def main() -> int:
     setup_logging()
     protocols = comma_list(ap, args.protocols, list(PROTOCOLS), "protocols")
 
-    rows, reports, folds, all_metrics = [], {}, [], {}
+    rows, curves, folds, all_metrics = [], {}, [], {}
     peer_folds: list[float] = []  # the teacher's end-to-end accuracy per View 2 fold (--peer)
     base = resolve(args.experiment)
     shown = Path(args.experiment).resolve().relative_to(REPO)  # the experiment as the command line names it
@@ -331,7 +345,7 @@ def main() -> int:
             continue
         run, metrics, run_dir = measured.run, measured.metrics, measured.run_dir
         all_metrics[p] = metrics
-        reports.update({f"{p}: {k}": v for k, v in measured.reports.items()})
+        curves.update({f"{p}: {k}": v for k, v in measured.curves.items()})
         split = "view1" if p == "view1" else f"view2-fold{int(p[4:]):02d}"
         aligned, e2e = metrics[f"lfw_{split}"], metrics[f"lfw_{split}_end_to_end"]
         orl = metrics.get("orl_heldout", {})
@@ -424,9 +438,9 @@ def main() -> int:
         ]
     if args.artifacts:
         lines += side_by_side([Path(a).resolve() for a in args.artifacts.split(",") if a], args.data_root, args.peer)
-    if reports:
-        plot = args.out.with_name("faces_roc.png")
-        verification.plot_roc_det(reports, plot, title="Face embedder: ROC and DET")
+    if curves:
+        plot = args.out.with_name(f"{args.out.stem}_roc.png")  # faces.md: faces_roc.png
+        verification.plot_roc_det(curves, plot, title="Face embedder: ROC and DET")
         lines += ["", f"![ROC and DET]({plot.name})"]
     write_report(args.out, lines)
     return 0

@@ -134,6 +134,23 @@ def teacher_heldout_report(split: LFWSplit, data_root: Path) -> dict[str, Any]:
     return {**report.to_dict(), "n_genuine": int(same.sum()), "n_impostor": int((~same).sum())}
 
 
+def teacher_orl_report(data_root: Path, holdout_subjects: int = 10, seed: int = 0) -> dict[str, Any]:
+    """The teacher on the face rows' ORL held-out subjects (`training.data.face_cache.orl_heldout`, the
+    TrainConfig defaults every face experiment keeps): its cached targets of their 100 photos, every pair, cosine
+    similarity; EER with an oracle threshold as for our rows, and one-shot identification over 20 seeded rounds."""
+    from training.data.face_cache import orl_heldout
+    from training.teacher import teacher_targets
+
+    subjects = set(orl_heldout(holdout_subjects, seed))
+    targets = teacher_targets(data_root, REPO / ".cache", ("orl",))
+    rows = [i for i, k in enumerate(targets.keys) if k.rsplit("/", 1)[0] in subjects]  # keys: orl/<subject>/<file>
+    labels = np.array([targets.keys[i].rsplit("/", 1)[0] for i in rows])
+    same, values = verification.all_pairs(targets.vectors[rows], labels, "cosine")
+    report = verification.verification_report(same, values.astype(np.float64), higher_is_closer=True)
+    ident = verification.one_shot_rounds(targets.vectors[rows], labels, "cosine", rounds=20, seed=seed)
+    return {**report.to_dict(), "one_shot_identification": ident.mean, "images": len(rows)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", default="view1", help="view1 or fold1..fold10")

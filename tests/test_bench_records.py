@@ -8,9 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from training.config import resolve
+from training.verification import roc_curve
+
+CURVE = roc_curve(np.array([True, False, True, False]), np.array([0.9, 0.2, 0.6, 0.7]), higher_is_closer=True)
 
 
 @pytest.fixture
@@ -26,6 +30,7 @@ def write_record(records: Path, cfg: object, accuracy: float) -> None:
         "run": {"steps": 6000, "train_time_s": 2340.0, "hardware": "test CPU"},
         "metrics": {"lfw_view2-fold01": {"accuracy": accuracy}},
         "extras": {"fit": {"train": 0.78}},
+        "curves": {"lfw_view2-fold01": CURVE.to_dict()},
     }
     (records / f"{cfg.name}.json").write_text(json.dumps(saved))  # type: ignore[attr-defined]
 
@@ -38,8 +43,8 @@ def test_a_record_stands_in_for_a_missing_run(bench: ModuleType, tmp_path: Path)
     assert got.metrics["lfw_view2-fold01"]["accuracy"] == 0.935
     assert got.run["steps"] == 6000
     assert got.extras == {"fit": {"train": 0.78}}
-    assert got.run_dir is None
-    assert got.reports == {}
+    assert got.run_dir is None  # nothing here to time
+    np.testing.assert_array_equal(got.curves["lfw_view2-fold01"].tar, CURVE.tar)  # the plot's line
 
 
 def test_a_record_of_another_config_is_ignored(bench: ModuleType, tmp_path: Path) -> None:

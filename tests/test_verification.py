@@ -13,6 +13,7 @@ import pytest
 from model import distances
 from model.calibration import Calibration, CalibrationError, far_key
 from training.verification import (
+    RocCurve,
     accuracy_at,
     all_pairs,
     auc,
@@ -154,6 +155,29 @@ def test_tar_at_far_never_exceeds_the_target() -> None:
         # The next tied group would break the target: the choice is the most permissive one.
         nxt = v[v > r.threshold].min()
         assert (v <= nxt)[~y].mean() > f
+
+
+@pytest.mark.parametrize("higher_is_closer", [True, False])
+def test_roc_curve_json_round_trip_and_thinning(higher_is_closer: bool) -> None:
+    rng = np.random.default_rng(9)
+    y = rng.random(20_000) < 0.1
+    v = np.where(y, rng.normal(1, 1, 20_000), rng.normal(-1, 1, 20_000)) * (1 if higher_is_closer else -1)
+    c = roc_curve(y, v, higher_is_closer=higher_is_closer)
+    back = RocCurve.from_dict(json.loads(json.dumps(c.to_dict())))
+    for a, b in ((c.far, back.far), (c.tar, back.tar), (c.thresholds, back.thresholds)):
+        np.testing.assert_array_equal(a, b)  # the infinite first threshold included
+    assert (back.n_genuine, back.n_impostor, back.higher_is_closer) == (c.n_genuine, c.n_impostor, higher_is_closer)
+
+    thin = c.thinned(200)
+    assert len(thin.far) <= 200 < len(c.far)
+    assert (thin.far[0], thin.tar[0], thin.far[-1], thin.tar[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(thin.far) >= 0)
+    assert np.all(np.diff(thin.tar) >= 0)
+    # every kept point is a point of the curve, and the strict-FAR end is still resolved
+    rows = {(f, t) for f, t in zip(c.far, c.tar, strict=True)}
+    assert all((f, t) in rows for f, t in zip(thin.far, thin.tar, strict=True))
+    assert thin.far[1] <= 2.0 / c.n_impostor
+    assert c.thinned(len(c.far)) is c
 
 
 def test_bad_inputs_are_refused() -> None:

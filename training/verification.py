@@ -109,6 +109,41 @@ class RocCurve:
     def frr(self) -> np.ndarray:
         return 1.0 - self.tar
 
+    def thinned(self, points: int = 1000) -> RocCurve:
+        """At most about `points` of this curve's points, for plots and records: both corners, and for FARs
+        spaced evenly on a log axis from 1/n_impostor to 1 the first point reaching each. Unchanged if small."""
+        if len(self.far) <= points:
+            return self
+        fars = np.geomspace(1.0 / max(self.n_impostor, 1), 1.0, points - 2)
+        idx = np.unique(np.concatenate([[0, len(self.far) - 1], np.searchsorted(self.far, fars, side="left")]))
+        idx = idx[idx < len(self.far)]
+        return RocCurve(
+            self.far[idx], self.tar[idx], self.thresholds[idx], self.n_genuine, self.n_impostor, self.higher_is_closer
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the infinite first threshold becomes None); `from_dict` reads it back."""
+        return {
+            "far": self.far.tolist(),
+            "tar": self.tar.tolist(),
+            "thresholds": [None if math.isinf(t) else float(t) for t in self.thresholds],
+            "n_genuine": self.n_genuine,
+            "n_impostor": self.n_impostor,
+            "higher_is_closer": self.higher_is_closer,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RocCurve:
+        none = math.inf if d["higher_is_closer"] else -math.inf  # accept nothing (as roc_curve starts)
+        return cls(
+            np.asarray(d["far"], np.float64),
+            np.asarray(d["tar"], np.float64),
+            np.array([none if t is None else t for t in d["thresholds"]], np.float64),
+            int(d["n_genuine"]),
+            int(d["n_impostor"]),
+            bool(d["higher_is_closer"]),
+        )
+
 
 def roc_curve(labels: np.ndarray, values: np.ndarray, *, higher_is_closer: bool) -> RocCurve:
     """The ROC of pairs `labels` (P) and `values` (P); tied values form one point (a diagonal step)."""
