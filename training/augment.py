@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from training.config import TrainConfig
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's convert("L")
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,15 @@ class AffineAugment:
 @dataclass(frozen=True)
 class FaceAugment:
     """For aligned face crops: a mild affine (the aligner already fixed the eyes; this covers its
-    errors), a mirror image half the time, and lighting: brightness, contrast and gamma per image, so
-    that Yale B's harsh side light and LFW's press photos look alike to the net. Borders replicate the
-    edge (a black band would be a cue no real crop has)."""
+    errors), a mirror image half the time, optionally a grey copy of a colour crop (`grey`: its chance), and
+    lighting: brightness, contrast and gamma per image, so that Yale B's harsh side light and LFW's press photos
+    look alike to the net. Borders replicate the edge (a black band would be a cue no real crop has)."""
 
     affine: AffineAugment = AffineAugment(
         rotation_deg=10.0, shear=0.05, scale=(0.9, 1.1), translate=0.06, p=0.8, padding="border"
     )
     flip: bool = True
+    grey: float = 0.0  # chance of showing an RGB crop in grey (ITU-R BT.601 luminance in every channel)
     brightness: float = 0.25  # additive, ± this
     contrast: float = 0.3  # multiplicative about the image mean, 1 ± this
     gamma: float = 0.3  # exponent in [1 - g, 1 + g]
@@ -82,6 +84,10 @@ class FaceAugment:
         if self.flip:
             mirror = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(n, 1, 1, 1)
             x = torch.where(mirror, x.flip(3), x)
+        if self.grey > 0 and x.shape[1] == 3:
+            luma = (x * LUMA.to(x.device, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
+            greyed = (torch.rand(n, generator=generator) < self.grey).to(x.device).view(n, 1, 1, 1)
+            x = torch.where(greyed, luma, x)
         x = x.clamp(0, 1).pow(1 + uniform(self.gamma))
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * (1 + uniform(self.contrast)) + mean + uniform(self.brightness)
@@ -94,5 +100,5 @@ def build_augment(cfg: TrainConfig) -> Augment | None:
     if not cfg.augment:
         return None
     if cfg.data == "faces":
-        return FaceAugment(flip=cfg.hflip)
+        return FaceAugment(flip=cfg.hflip, grey=cfg.grey_p)
     return AffineAugment()

@@ -45,6 +45,9 @@ class TrainConfig:
     val_groups: int = 4  # groups (Omniglot alphabets; folder: identities) held out for early stopping
     channels: int = 1  # input channels: 1 grey, 3 RGB (faces only; Omniglot is 1-bit ink)
     hflip: bool = False  # random horizontal flips (faces: a mirrored face is the same person)
+    # faces, RGB: the chance that a training crop is shown in grey (luminance in all three channels), so that
+    # black-and-white photos (badges, ORL, Yale B) look like the colour ones the net mostly sees
+    grey_p: float = 0.0
     # faces: which sets, and which LFW people training may see ("all"; "view1" = peopleDevTrain only;
     # "foldK" = every View 2 fold but K, so that fold K can be scored honestly).
     face_sets: str = "lfw,orl,yaleb"
@@ -156,6 +159,10 @@ class TrainConfig:
             raise ValueError(f"face_protocol must be all, view1 or fold1..fold10, got {self.face_protocol!r}")
         if self.net == "koch" and self.channels != 1:
             raise ValueError("the Koch net takes one channel")
+        if not 0.0 <= self.grey_p <= 1.0:
+            raise ValueError(f"grey_p is a probability: in [0, 1], got {self.grey_p}")
+        if self.grey_p > 0 and (self.data != "faces" or self.channels != 3):
+            raise ValueError("grey_p greys colour face crops: it needs data = faces and channels = 3")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.inner_lr <= 0:
