@@ -161,7 +161,7 @@ def side_by_side(artifacts: list[Path], data_root: Path, peer: bool) -> list[str
         "Accuracy: View 1's 1,000 test pairs, threshold chosen on the training people's pairs (the teacher: "
         "face_recognition's documented tolerance 0.6). TAR@FAR=1e-3: all same-person pairs and 200,000 seeded "
         "different-person pairs among the 1,711 test people (the same pairs for every row). Speed: one photo "
-        "(JPEG bytes to embedding) on this CPU; ours with ONNX Runtime, 2 threads, Haar detection; the "
+        "(JPEG bytes to embedding) on this CPU; ours with ONNX Runtime, 2 threads, the detector its card names; the "
         "teacher with dlib (HOG detection with one upsampling, 5 landmarks, ResNet), one core, its median over the "
         "photos it encoded for the accuracy columns (`bench/faces_peer.py`, cached in .cache/peer/, timed whenever "
         "they were encoded, possibly beside other jobs on the machine). ORL held-out EER: every pair of the 10 "
@@ -294,6 +294,13 @@ def comma_list(ap: argparse.ArgumentParser, value: str, known: list[str], what: 
     if unknown:
         ap.error(f"unknown {what} {unknown}; expected some of {known}")
     return items
+
+
+def detector_name(run_dir: Path) -> str:
+    """The face detector a run's crops came from (its face block): "BlazeFace" or "Haar"."""
+    from training.data.face_cache import read_face_block
+
+    return {"blazeface": "BlazeFace", "haar": "Haar"}.get(read_face_block(run_dir)["detector"]["name"], "?")
 
 
 def pct(x: float | None) -> str:
@@ -434,7 +441,8 @@ def main() -> int:
             f"**Speed** ({timed.name}, ONNX Runtime, batch 1, 2 threads, mirror averaging in the graph): "
             f"{lat['embed_ms_median']:.2f} ms median ({lat['embed_ms_p90']:.2f} ms p90) per aligned face; "
             f"{lat['photo_to_embedding_ms_median']:.1f} ms median from JPEG bytes to embedding "
-            f"(decode + Haar detection + alignment + embedding, {lat['photos_timed']} LFW photos).",
+            f"(decode + {detector_name(timed)} detection + alignment + embedding, {lat['photos_timed']} LFW "
+            "photos).",
         ]
     if args.artifacts:
         lines += side_by_side([Path(a).resolve() for a in args.artifacts.split(",") if a], args.data_root, args.peer)
