@@ -47,11 +47,12 @@ LOG = logging.getLogger("bench.faces")
 EXPERIMENT = REPO / "experiments" / "faces.toml"
 PROTOCOLS = ["view1"] + [f"fold{k}" for k in range(1, 11)]
 RECORDS = REPO / "bench" / "results" / "runs"  # measured_run's records: a report's runs, kept past runs/
+CURVE_POINTS = 700  # per ROC in face_eval.json and the records: all of a 600-pair split, a thinned 200,000-pair one
 
 
 def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[str, verification.RocCurve]]:
     """Face metrics of `run_dir/best.pt` (mirror averaging on) and the ROC of each of its reports (thinned to
-    ~300 points, for plots), cached in face_eval.json beside it while the checkpoint is unchanged."""
+    about CURVE_POINTS, for plots), cached in face_eval.json beside it while the checkpoint is unchanged."""
     import torch
 
     from model.preprocess import PreprocessSpec
@@ -63,7 +64,7 @@ def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[s
 
     best = run_dir / "best.pt"
     cache = run_dir / "face_eval.json"
-    key = {"checkpoint_mtime_ns": best.stat().st_mtime_ns, "tta_flip": True, "curves": 300}
+    key = {"checkpoint_mtime_ns": best.stat().st_mtime_ns, "tta_flip": True, "curves": CURVE_POINTS}
     net, ckpt = load_checkpoint_embedder(best, tta_flip=True)
     cfg = ckpt["train_config"]
     if cache.is_file() and (cached := json.loads(cache.read_text())).get("key") == key:
@@ -75,7 +76,7 @@ def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[s
         embed, crops, load_lfw_protocol(data_root), cfg, spec, ckpt["distance"]
     )
     metrics["calibration"] = calibration.to_dict() if calibration else None
-    curves = {k: r.curve.thinned(300) for k, r in reports.items() if r.curve is not None}
+    curves = {k: r.curve.thinned(CURVE_POINTS) for k, r in reports.items() if r.curve is not None}
     saved = {"key": key, "metrics": metrics, "curves": {k: c.to_dict() for k, c in curves.items()}}
     cache.write_text(json.dumps(saved, indent=2))
     return metrics, curves
@@ -352,8 +353,11 @@ def main() -> int:
             continue
         run, metrics, run_dir = measured.run, measured.metrics, measured.run_dir
         all_metrics[p] = metrics
-        curves.update({f"{p}: {k}": v for k, v in measured.curves.items()})
         split = "view1" if p == "view1" else f"view2-fold{int(p[4:]):02d}"
+        if p == "view1":
+            curves.update({f"{p}: {k}": v for k, v in measured.curves.items()})
+        elif f"lfw_{split}" in measured.curves:  # ten folds × four reports would be forty lines: one a fold
+            curves[f"{p}: LFW pairs, aligned"] = measured.curves[f"lfw_{split}"]
         aligned, e2e = metrics[f"lfw_{split}"], metrics[f"lfw_{split}_end_to_end"]
         orl = metrics.get("orl_heldout", {})
         rows.append((p, aligned, e2e, orl, run, run_dir))
