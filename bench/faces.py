@@ -328,6 +328,11 @@ def main() -> int:
         "--peer", action="store_true", help="add face_recognition's row on the same pairs (the teacher extra)"
     )
     ap.add_argument(
+        "--no-speed",
+        action="store_true",
+        help="leave out the speed line (bench/batching.py and bench/service.py time the shipped model)",
+    )
+    ap.add_argument(
         "--artifacts",
         default="",
         help="comma list of exported face artifacts for the side-by-side table (with --peer: and the teacher)",
@@ -373,6 +378,7 @@ def main() -> int:
         + (" --no-train" if args.no_train else "")
         + (f" --artifacts {args.artifacts}" if args.artifacts else "")
         + (" --peer" if args.peer else "")
+        + (" --no-speed" if args.no_speed else "")
         + f"` on {cpu_name()} ({platform.machine()}), Python {platform.python_version()}.",
         "",
         "Every LFW row is a model that never saw the people it is scored on ("
@@ -438,7 +444,7 @@ def main() -> int:
                 + ", ".join(f"TAR@FAR={k} {pct(v)}" for k, v in extra["tar_at_far"].items()),
             ]
     timed = next((folder for *_, folder in rows if folder is not None), None)  # a run here, not a record
-    if timed is not None:
+    if timed is not None and not args.no_speed:
         lat = run_latency(timed, args.data_root)
         lines += [
             "",
