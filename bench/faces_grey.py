@@ -25,10 +25,11 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from bench.faces import pct, setup_logging, write_report  # noqa: E402
+from training import augment  # noqa: E402
 from training.trainer import cpu_name  # noqa: E402
 
 LOG = logging.getLogger("bench.faces_grey")
-LUMA = np.array([0.299, 0.587, 0.114], np.float32).reshape(1, 3, 1, 1)  # as training.augment.LUMA
+LUMA = augment.LUMA.numpy().reshape(1, 3, 1, 1)  # the grey that training's grey copies use
 
 
 def in_grey(embed: Any) -> Any:
