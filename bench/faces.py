@@ -50,6 +50,16 @@ RECORDS = REPO / "bench" / "results" / "runs"  # measured_run's records: a repor
 CURVE_POINTS = 700  # per ROC in face_eval.json and the records: all of a 600-pair split, a thinned 200,000-pair one
 
 
+def curves_to_json(curves: dict[str, verification.RocCurve]) -> dict[str, Any]:
+    """Label -> ROC, JSON-ready, as face_eval.json and the records hold them."""
+    return {k: c.to_dict() for k, c in curves.items()}
+
+
+def curves_from_json(saved: dict[str, Any]) -> dict[str, verification.RocCurve]:
+    """The inverse of `curves_to_json`."""
+    return {k: verification.RocCurve.from_dict(c) for k, c in saved.items()}
+
+
 def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[str, verification.RocCurve]]:
     """Face metrics of `run_dir/best.pt` (mirror averaging on) and the ROC of each of its reports (thinned to
     about CURVE_POINTS, for plots), cached in face_eval.json beside it while the checkpoint is unchanged."""
@@ -68,7 +78,7 @@ def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[s
     net, ckpt = load_checkpoint_embedder(best, tta_flip=True)
     cfg = ckpt["train_config"]
     if cache.is_file() and (cached := json.loads(cache.read_text())).get("key") == key:
-        return cached["metrics"], {k: verification.RocCurve.from_dict(c) for k, c in cached["curves"].items()}
+        return cached["metrics"], curves_from_json(cached["curves"])
     crops = load_face_crops(data_root, REPO / ".cache", EVAL_SETS, read_face_block(run_dir), channels=cfg["channels"])
     spec = PreprocessSpec.from_dict(ckpt["preprocess"])
     embed = torch_embed_fn(net.eval(), torch.device("cpu"))
@@ -77,7 +87,7 @@ def evaluate_run(run_dir: Path, data_root: Path) -> tuple[dict[str, Any], dict[s
     )
     metrics["calibration"] = calibration.to_dict() if calibration else None
     curves = {k: r.curve.thinned(CURVE_POINTS) for k, r in reports.items() if r.curve is not None}
-    saved = {"key": key, "metrics": metrics, "curves": {k: c.to_dict() for k, c in curves.items()}}
+    saved = {"key": key, "metrics": metrics, "curves": curves_to_json(curves)}
     cache.write_text(json.dumps(saved, indent=2))
     return metrics, curves
 
@@ -241,7 +251,8 @@ def measured_run(
 
     runs/ is git-ignored and a session's machine is not kept, while a report may need more training than one
     session holds (ten View 2 folds): so every run measured here leaves a record, `records/<name>.json` (its
-    config, metrics.json without the curve, face metrics and `extras`: name -> function of the run folder),
+    config, metrics.json without the learning curve, face metrics, ROC curves and `extras`: name -> function
+    of the run folder),
     committed beside the reports. A finished run in runs/ is always measured afresh (and its record rewritten);
     without one, a record of the very same config is read; without either, the run is trained (finished_run),
     unless `no_train`, which gives None. A record of another config under the same name is ignored, logged.
@@ -252,7 +263,7 @@ def measured_run(
         saved = json.loads(record.read_text())
         if saved["config"] == config:
             LOG.info("%s: no run in %s; reporting its record %s", cfg.name, cfg.out_dir, record)
-            curves = {k: verification.RocCurve.from_dict(c) for k, c in saved["curves"].items()}
+            curves = curves_from_json(saved["curves"])
             return Measured(saved["run"], saved["metrics"], saved["extras"], curves)
         LOG.warning("ignoring %s: recorded for another config than %s's", record, cfg.name)
     found = finished_run(cfg, no_train, command)
@@ -269,7 +280,7 @@ def measured_run(
         "run": summary,
         "metrics": metrics,
         "extras": measured.extras,
-        "curves": {k: c.to_dict() for k, c in measured.curves.items()},
+        "curves": curves_to_json(measured.curves),
     }
     record.write_text(json.dumps(saved, separators=(",", ":")) + "\n")
     return measured
