@@ -2,6 +2,9 @@
 
     python bench/faces_grey.py                                          # the shipped model/artifacts/faces
     python bench/faces_grey.py --models model/artifacts/faces,runs/faces-student96-grey/best.pt
+    mkdir -p .cache/faces-3.0.0 && git archive cd746c2 model/artifacts/faces | tar -x -C .cache/faces-3.0.0
+    python bench/faces_grey.py --models .cache/faces-3.0.0/model/artifacts/faces,model/artifacts/faces
+                                                                        # faces_grey.md: 3.0.0 beside 3.1.0
 
 Badge photos, old scans and some cameras are grey. Each model scores LFW View 1's 1,000 test pairs (threshold
 from the training people's pairs, as the card's figure) and ORL's 10 held-out subjects (every pair; EER,

@@ -152,7 +152,7 @@ class BlazeFaceParams:
     eye_spread, eye_drop: BlazeFace's eye points sit 4.5% further apart and 0.018 interocular distances higher
         than dlib's 5-point eye centres (the mean of each eye's corners; medians over 600 LFW and 400 ORL
         photos, measured with flip_average), which the Haar eyes the 2.x face models were trained with follow
-        too (HAAR_BOX_LEFT_EYE's note; 3.0.0 trained on these adjusted BlazeFace crops themselves). The eyes
+        too (HAAR_BOX_LEFT_EYE's note; 3.0.0 and 3.1.0 trained on these adjusted BlazeFace crops). The eyes
         are moved onto that convention: their distance times
         eye_spread about their midpoint, then both down (perpendicular to the eye line) by eye_drop times it.
         1.0 and 0.0 leave BlazeFace's own points.
