@@ -4,6 +4,8 @@ record of the very same training config, and measures the run afresh whenever th
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -66,3 +68,16 @@ def test_a_run_in_runs_wins_over_its_record(bench: ModuleType, tmp_path: Path) -
     # reporting the older record
     with pytest.raises(FileNotFoundError):
         bench.measured_run(cfg, True, "cmd", tmp_path / "no-data", records=tmp_path / "records")
+
+
+def test_records_are_not_git_ignored(bench: ModuleType) -> None:
+    """The records exist to be committed: an ignore rule for training's runs/ must not also catch
+    bench/results/runs/ (a bare `runs/` pattern did, and two View 2 folds' records were lost with their machine)."""
+    repo = Path(bench.REPO)
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    record = bench.RECORDS.relative_to(repo) / "faces-student96-fold1.json"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(record)], cwd=repo, check=False)
+    assert ignored.returncode == 1, f"{record} is git-ignored: see .gitignore"
+    run = subprocess.run(["git", "check-ignore", "-q", "runs/faces/best.pt"], cwd=repo, check=False)
+    assert run.returncode == 0, "training's runs/ must stay ignored"
