@@ -56,7 +56,7 @@ def test_recard_swaps_the_detector_remeasures_and_keeps_the_weights(
         return {"lfw_view1": {"accuracy": 0.5}}, calibration
 
     monkeypatch.setattr(export, "measure_face_artifact", recorder)
-    code = main(["recard", "--artifact", str(old_card_artifact), "--version", "1.1.0",
+    code = main(["recard", "--artifact", str(old_card_artifact), "--version", "1.1.0", "--fold-records", "none",
                  "--detector-params", '{"min_neighbors": 5}'])  # fmt: skip
     assert code == 0
     after = load_artifact(old_card_artifact).card
@@ -72,7 +72,7 @@ def test_recard_swaps_the_detector_remeasures_and_keeps_the_weights(
     assert (old_card_artifact / "model.onnx").read_bytes() == onnx_bytes
     assert sorted(p.name for p in old_card_artifact.parent.iterdir()) == ["faces"]  # no temp folder left behind
     # A second re-card keeps the first training recipe, not the intermediate one.
-    assert main(["recard", "--artifact", str(old_card_artifact), "--version", "1.2.0"]) == 0
+    assert main(["recard", "--artifact", str(old_card_artifact), "--version", "1.2.0", "--fold-records", "no"]) == 0
     assert load_artifact(old_card_artifact).card.training["face_recipe_trained"] == before.face
 
 
@@ -105,3 +105,47 @@ def test_recard_to_blazeface_writes_its_full_parameters(
     assert after.thresholds["verification"] == before.thresholds["verification"]  # no new calibration: kept
     with pytest.raises(SystemExit):  # a Haar-only parameter is not BlazeFace's
         main([*argv, "--detector-params", '{"min_neighbors": 5}'])
+
+
+def fold_record(records: Path, config: dict[str, Any], protocol: str, accuracy: float, end_to_end: float) -> None:
+    """A run record as bench/faces.py writes it (the fields recipe_view2 reads), for `config` at `protocol`."""
+    cfg = {**config, "name": f"{config['name']}-{protocol}", "face_protocol": protocol}
+    split = f"lfw_view2-fold{int(protocol[4:]):02d}" if protocol.startswith("fold") else "lfw_view1"
+
+    def row(acc: float) -> dict[str, Any]:
+        return {"accuracy": acc, "auc": acc + 0.04, "eer": 1 - acc, "tar_at_far": {"1e-2": acc - 0.1, "1e-3": None}}
+
+    metrics = {split: row(accuracy), f"{split}_end_to_end": row(end_to_end), "orl_heldout": row(0.99)}
+    records.mkdir(parents=True, exist_ok=True)
+    (records / f"{cfg['name']}.json").write_text(json.dumps({"name": cfg["name"], "config": cfg, "metrics": metrics}))
+
+
+def test_the_card_gains_the_view2_folds_of_its_own_recipe_only(
+    old_card_artifact: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = load_artifact(old_card_artifact).card.training["config"]
+    records = tmp_path / "records"
+    fold_record(records, config, "fold2", 0.95, 0.94)
+    fold_record(records, config, "fold7", 0.93, 0.93)
+    fold_record(records, config, "view1", 0.10, 0.10)  # the recipe, but not a View 2 fold
+    fold_record(records, {**config, "steps": 10}, "fold3", 0.20, 0.20)  # another recipe
+
+    def recorder(artifact: Any, cfg: dict[str, Any], data_root: Path, cache_dir: Path) -> tuple[dict, None]:
+        return {"lfw_view1": {"accuracy": 0.5}}, None
+
+    monkeypatch.setattr(export, "measure_face_artifact", recorder)
+    argv = ["recard", "--artifact", str(old_card_artifact), "--version", "1.1.0", "--fold-records", str(records)]
+    assert main(argv) == 0
+    metrics = load_artifact(old_card_artifact).card.metrics
+    assert set(metrics) == {"lfw_view1", "lfw_view2_recipe", "lfw_view2_recipe_end_to_end"}
+    aligned, raw = metrics["lfw_view2_recipe"], metrics["lfw_view2_recipe_end_to_end"]
+    assert aligned["folds"] == {"2": 0.95, "7": 0.93}
+    assert aligned["accuracy"] == pytest.approx(0.94)
+    assert aligned["accuracy_std"] == pytest.approx(0.01 * 2**0.5)  # sample std of 0.95 and 0.93
+    assert aligned["auc"] == pytest.approx(0.98)
+    assert aligned["eer"] == pytest.approx(0.06)
+    assert aligned["tar_at_far"] == {"1e-2": pytest.approx(0.84)}
+    assert "folds 2, 7 (2 of 10)" in aligned["protocol"]
+    assert raw["folds"] == {"2": 0.94, "7": 0.93}
+    assert raw["accuracy"] == pytest.approx(0.935)
+    assert "raw 250×250 photos" in raw["protocol"]

@@ -26,6 +26,9 @@ from training.config import add_override_flags, overrides_from_args, resolve
 # model's validation alphabets (bench/results/omniglot_finetune.md; 75.26% vs 75.33% for 0 steps, 500
 # episodes: no setting beat the plain classifier there). Never chosen on Lake's runs.
 FINETUNE_STEPS, FINETUNE_LR, FINETUNE_ENTROPY = 10, 1e-3, 0.0
+# Where bench/faces.py records every run it measured (the View 2 folds of a recipe among them), committed.
+FOLD_RECORDS = Path("bench/results/runs")
+FOLD_RECORDS_HELP = "bench/faces.py's run records: a face card gains the LFW View 2 rows of its recipe found there"
 
 
 def is_face_model(checkpoint: Path | None, artifact: Path | None) -> bool:
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p_exp.add_argument("--episodes", type=int, default=1000)
     p_exp.add_argument("--tta-shift", type=int, default=0, help="test-time shift averaging in the graph (±px)")
     p_exp.add_argument("--tta-flip", action="store_true", help="test-time mirror averaging in the graph (faces)")
+    p_exp.add_argument("--fold-records", type=Path, default=FOLD_RECORDS, help=FOLD_RECORDS_HELP)
 
     p_rec = sub.add_parser(
         "recard",
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "--detector-params", default="{}", help="JSON: HaarParams / BlazeFaceParams fields over the current defaults"
     )
     p_rec.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    p_rec.add_argument("--fold-records", type=Path, default=FOLD_RECORDS, help=FOLD_RECORDS_HELP)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -200,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 "python -m training " + " ".join(shlex.quote(a) for a in argv),
                 overrides,
                 detector=args.detector,
+                fold_records=args.fold_records,
             )
         except (ValueError, FileNotFoundError) as e:
             parser.error(str(e))
@@ -221,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             command,
             args.tta_shift,
             args.tta_flip,
+            fold_records=args.fold_records,
         )
     except ExportRefused as e:  # a run of the wrong kind: a message, not a traceback
         parser.error(str(e))

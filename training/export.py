@@ -21,6 +21,7 @@ from model.artifact import ModelCard
 from model.artifact import load as load_artifact
 from model.nets import Embedder, EmbedderConfig
 from training.data.face_cache import read_face_block
+from training.face_eval import recipe_view2
 from training.teacher import teacher_card
 
 LOG = logging.getLogger(__name__)
@@ -122,8 +123,12 @@ def export_run(
     tta_shift: int = 0,
     tta_flip: bool = False,
     cache_dir: Path = Path(".cache"),
+    fold_records: Path | None = None,
 ) -> Path:
-    """Export `run_dir/best.pt` to `out_root/name`, measure it there, write the card. Returns the folder."""
+    """Export `run_dir/best.pt` to `out_root/name`, measure it there, write the card. Returns the folder.
+
+    fold_records: bench/faces.py's run records; a face card gains the LFW View 2 rows of this run's recipe
+    found there (`training.face_eval.recipe_view2`), none if there are none."""
     from training.benchmark import evaluate_artifact
     from training.episodic import ExportRefused, export_refusal
 
@@ -201,6 +206,7 @@ def export_run(
             metrics = evaluate_artifact(load_artifact(tmp_dir), data_root, episodes)
         elif faces:
             metrics, calibration = measure_face_artifact(load_artifact(tmp_dir), cfg, data_root, cache_dir)
+            metrics |= recipe_view2(fold_records, cfg) if fold_records else {}
             if calibration is not None:
                 card = dataclasses.replace(card, thresholds={**thresholds, "verification": calibration.to_dict()})
         else:  # no standard protocol for an arbitrary identity folder: say so rather than invent one
@@ -233,6 +239,7 @@ def recard_face_artifact(
     detector_params: dict[str, Any] | None = None,
     cache_dir: Path = Path(".cache"),
     detector: str | None = None,
+    fold_records: Path | None = None,
 ) -> Path:
     """Give the face artifact at `path` another detector (same weights), re-measure it, rewrite its card.
 
@@ -242,7 +249,7 @@ def recard_face_artifact(
     measured again through the new detector (they depend on the crops it makes), the version becomes
     `version`, `command` is appended to the card's command, and the crop recipe the net was trained on is kept
     in `training.face_recipe_trained` (the first one, on repeated re-cards), since serving crops now differ
-    slightly from training crops."""
+    slightly from training crops. `fold_records`: as `export_run`'s, matched against the card's training config."""
     from model.faces import detector_block
 
     art = load_artifact(path)
@@ -265,9 +272,9 @@ def recard_face_artifact(
         tmp_dir = Path(tmp)
         shutil.copy2(dest / "model.onnx", tmp_dir / "model.onnx")
         (tmp_dir / "card.json").write_text(card.to_json())
-        metrics, calibration = measure_face_artifact(
-            load_artifact(tmp_dir), card.training["config"], data_root, cache_dir
-        )
+        cfg = card.training["config"]
+        metrics, calibration = measure_face_artifact(load_artifact(tmp_dir), cfg, data_root, cache_dir)
+        metrics |= recipe_view2(fold_records, cfg) if fold_records else {}
         thresholds = dict(card.thresholds)
         if calibration is not None:
             thresholds["verification"] = calibration.to_dict()

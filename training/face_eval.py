@@ -12,6 +12,7 @@ pairsDevTrain), never on the pairs being scored.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,3 +290,52 @@ def evaluate_face_model(
         "metrics": metrics,
         "calibration": calibration.to_dict() if calibration else None,
     }
+
+
+VIEW2_FOLDS = 10
+RECIPE_FIGURES = ("accuracy", "auc", "eer")
+
+
+def recipe_view2(records: Path, config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The LFW View 2 rows of the recipe `config` (a run's training config, as a card keeps it), from the fold
+    records bench/faces.py leaves in `records` (`<name>.json`, one per measured run).
+
+    A record counts if its config is `config` but for `name` and `face_protocol` (fold1..fold10): the same
+    recipe, trained once per fold without that fold's people. Returns {} when none counts, else two rows,
+    `lfw_view2_recipe` (aligned crops) and `lfw_view2_recipe_end_to_end` (the raw photos), each the mean over
+    the folds measured of accuracy, AUC, EER and TAR at FAR 1e-2 (a fold's 600 pairs support nothing
+    stricter), with `accuracy_std` (sample standard deviation; None for one fold), `folds` (fold number ->
+    accuracy) and a `protocol` that says how many of the ten folds the mean covers. These are the recipe's
+    figures, not the weights of the artifact whose card carries them; the protocol says so."""
+    ignored = ("name", "face_protocol")
+    recipe = {k: v for k, v in config.items() if k not in ignored}
+    per_fold: dict[int, dict[str, dict[str, Any]]] = {}
+    for path in sorted(Path(records).glob("*.json")):
+        saved = json.loads(path.read_text())
+        cfg = saved.get("config", {})
+        protocol = str(cfg.get("face_protocol", ""))
+        if not protocol.startswith("fold") or {k: v for k, v in cfg.items() if k not in ignored} != recipe:
+            continue
+        k = int(protocol[4:])
+        key = f"lfw_view2-fold{k:02d}"
+        per_fold[k] = {"": saved["metrics"][key], "_end_to_end": saved["metrics"][f"{key}_end_to_end"]}
+    if not per_fold:
+        LOG.info("no LFW View 2 fold records of this recipe in %s", records)
+        return {}
+    folds = sorted(per_fold)
+    LOG.info("LFW View 2 of this recipe: folds %s recorded in %s", folds, records)
+    measured = f"fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))} ({len(folds)} of {VIEW2_FOLDS})"
+    rows = {}
+    for suffix, scored in (("", "aligned crops"), ("_end_to_end", "the raw 250×250 photos")):
+        fold_rows = [per_fold[k][suffix] for k in folds]
+        accuracies = [r["accuracy"] for r in fold_rows]
+        rows[f"lfw_view2_recipe{suffix}"] = {
+            **{f: float(np.mean([r[f] for r in fold_rows])) for f in RECIPE_FIGURES},
+            "accuracy_std": float(np.std(accuracies, ddof=1)) if len(folds) > 1 else None,
+            "tar_at_far": {"1e-2": float(np.mean([r["tar_at_far"]["1e-2"] for r in fold_rows]))},
+            "folds": {str(k): a for k, a in zip(folds, accuracies, strict=True)},
+            "protocol": f"LFW View 2, this recipe trained once per fold without that fold's people, threshold "
+            f"chosen on the other nine folds' pairs, 600 pairs per fold scored from {scored}: mean over "
+            f"{measured} (bench/faces.py; these are the recipe's runs, not this artifact's weights)",
+        }
+    return rows
