@@ -48,6 +48,7 @@ from training.trainer import cpu_name  # noqa: E402
 LOG = logging.getLogger("bench.faces")
 EXPERIMENT = REPO / "experiments" / "faces.toml"
 PROTOCOLS = ["view1"] + [f"fold{k}" for k in range(1, 11)]
+DEFAULT_OUT = REPO / "bench" / "results" / "faces.md"
 RECORDS = REPO / "bench" / "results" / "runs"  # measured_run's records: a report's runs, kept past runs/
 CURVE_POINTS = 700  # per ROC in face_eval.json and the records: all of a 600-pair split, a thinned 200,000-pair one
 
@@ -341,7 +342,7 @@ def main() -> int:
         "--steps", type=int, help="train this many steps instead of the experiment's (runs named <name>-<p>-<N>steps)"
     )
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faces.md")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument(
         "--peer", action="store_true", help="add face_recognition's row on the same pairs (the teacher extra)"
     )
@@ -397,6 +398,7 @@ def main() -> int:
         + (f" --artifacts {args.artifacts}" if args.artifacts else "")
         + (" --peer" if args.peer else "")
         + (" --no-speed" if args.no_speed else "")
+        + ("" if args.out.resolve() == DEFAULT_OUT else f" --out {args.out}")  # as typed: rerunnable
         + f"` on {cpu_name()} ({platform.machine()}), Python {platform.python_version()}.",
     ]
     runs_table = [
