@@ -107,7 +107,9 @@ def test_recard_to_blazeface_writes_its_full_parameters(
         main([*argv, "--detector-params", '{"min_neighbors": 5}'])
 
 
-def fold_record(records: Path, config: dict[str, Any], protocol: str, accuracy: float, end_to_end: float) -> None:
+def fold_record(
+    records: Path, config: dict[str, Any], protocol: str, accuracy: float, end_to_end: float, hardware: str = "a CPU"
+) -> None:
     """A run record as bench/faces.py writes it (the fields recipe_view2 reads), for `config` at `protocol`."""
     cfg = {**config, "name": f"{config['name']}-{protocol}", "face_protocol": protocol}
     split = f"lfw_view2-fold{int(protocol[4:]):02d}" if protocol.startswith("fold") else "lfw_view1"
@@ -117,7 +119,8 @@ def fold_record(records: Path, config: dict[str, Any], protocol: str, accuracy: 
 
     metrics = {split: row(accuracy), f"{split}_end_to_end": row(end_to_end), "orl_heldout": row(0.99)}
     records.mkdir(parents=True, exist_ok=True)
-    (records / f"{cfg['name']}.json").write_text(json.dumps({"name": cfg["name"], "config": cfg, "metrics": metrics}))
+    record = {"name": cfg["name"], "config": cfg, "run": {"hardware": hardware}, "metrics": metrics}
+    (records / f"{cfg['name']}.json").write_text(json.dumps(record))
 
 
 def test_the_card_gains_the_view2_folds_of_its_own_recipe_only(
@@ -126,7 +129,7 @@ def test_the_card_gains_the_view2_folds_of_its_own_recipe_only(
     config = load_artifact(old_card_artifact).card.training["config"]
     records = tmp_path / "records"
     fold_record(records, config, "fold2", 0.95, 0.94)
-    fold_record(records, config, "fold7", 0.93, 0.93)
+    fold_record(records, config, "fold7", 0.93, 0.93, hardware="NVIDIA H100 80GB HBM3")
     fold_record(records, config, "view1", 0.10, 0.10)  # the recipe, but not a View 2 fold
     fold_record(records, {**config, "steps": 10}, "fold3", 0.20, 0.20)  # another recipe
 
@@ -140,6 +143,7 @@ def test_the_card_gains_the_view2_folds_of_its_own_recipe_only(
     assert set(metrics) == {"lfw_view1", "lfw_view2_recipe", "lfw_view2_recipe_end_to_end"}
     aligned, raw = metrics["lfw_view2_recipe"], metrics["lfw_view2_recipe_end_to_end"]
     assert aligned["folds"] == {"2": 0.95, "7": 0.93}
+    assert aligned["trained_on"] == raw["trained_on"] == {"2": "a CPU", "7": "NVIDIA H100 80GB HBM3"}
     assert aligned["accuracy"] == pytest.approx(0.94)
     assert aligned["accuracy_std"] == pytest.approx(0.01 * 2**0.5)  # sample std of 0.95 and 0.93
     assert aligned["auc"] == pytest.approx(0.98)

@@ -305,11 +305,14 @@ def recipe_view2(records: Path, config: dict[str, Any]) -> dict[str, dict[str, A
     `lfw_view2_recipe` (aligned crops) and `lfw_view2_recipe_end_to_end` (the raw photos), each the mean over
     the folds measured of accuracy, AUC, EER and TAR at FAR 1e-2 (a fold's 600 pairs support nothing
     stricter), with `accuracy_std` (sample standard deviation; None for one fold), `folds` (fold number ->
-    accuracy) and a `protocol` that says how many of the ten folds the mean covers. These are the recipe's
-    figures, not the weights of the artifact whose card carries them; the protocol says so."""
+    accuracy), `trained_on` (fold number -> the hardware its run trained on, from the record: folds of one
+    recipe may have trained on different machines, e.g. some on a CPU and some on a GPU) and a `protocol` that
+    says how many of the ten folds the mean covers. These are the recipe's figures, not the weights of the
+    artifact whose card carries them; the protocol says so."""
     ignored = ("name", "face_protocol")
     recipe = {k: v for k, v in config.items() if k not in ignored}
     per_fold: dict[int, dict[str, dict[str, Any]]] = {}
+    hardware: dict[int, str] = {}
     for path in sorted(Path(records).glob("*.json")):
         saved = json.loads(path.read_text())
         cfg = saved.get("config", {})
@@ -319,6 +322,7 @@ def recipe_view2(records: Path, config: dict[str, Any]) -> dict[str, dict[str, A
         k = int(protocol[4:])
         key = f"lfw_view2-fold{k:02d}"
         per_fold[k] = {"": saved["metrics"][key], "_end_to_end": saved["metrics"][f"{key}_end_to_end"]}
+        hardware[k] = str(saved.get("run", {}).get("hardware", "not recorded"))
     if not per_fold:
         LOG.info("no LFW View 2 fold records of this recipe in %s", records)
         return {}
@@ -334,6 +338,7 @@ def recipe_view2(records: Path, config: dict[str, Any]) -> dict[str, dict[str, A
             "accuracy_std": float(np.std(accuracies, ddof=1)) if len(folds) > 1 else None,
             "tar_at_far": {"1e-2": float(np.mean([r["tar_at_far"]["1e-2"] for r in fold_rows]))},
             "folds": {str(k): a for k, a in zip(folds, accuracies, strict=True)},
+            "trained_on": {str(k): hardware[k] for k in folds},
             "protocol": f"LFW View 2, this recipe trained once per fold without that fold's people, threshold "
             f"chosen on the other nine folds' pairs, 600 pairs per fold scored from {scored}: mean over "
             f"{measured} (bench/faces.py; these are the recipe's runs, not this artifact's weights)",
