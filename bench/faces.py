@@ -10,6 +10,9 @@ held-out subjects, and its speed on this machine.
                                                            # a shorter schedule: runs named <name>-<p>-1500steps
     python bench/faces.py --protocols "" --artifacts model/artifacts/faces-scratch,model/artifacts/faces --peer \
         --out bench/results/faces_side_by_side.md          # the shipped models beside the teacher, nothing trained
+    python bench/faces.py --experiment experiments/faces_student96_grey.toml --protocols fold7,fold8 --train-only
+                                                           # train the missing runs, measure nothing (on a GPU
+                                                           # machine: tools/gpu_lease.sh); report them later
 
 Each protocol p is the run `runs/<name>-<p>` of the experiment (default `experiments/faces.toml`, name
 "faces") with `face_protocol = p`: it never
@@ -246,6 +249,19 @@ class Measured:
     run_dir: Path | None = None
 
 
+def read_record(cfg: Any, records: Path = RECORDS) -> dict[str, Any] | None:
+    """The record `records/<name>.json` of the run `cfg` describes, or None when there is none or it was
+    recorded for another config under the same name (logged)."""
+    record = records / f"{cfg.name}.json"
+    if not record.is_file():
+        return None
+    saved = json.loads(record.read_text())
+    if saved["config"] != json.loads(json.dumps(cfg.to_dict())):  # as the record holds it: tuples become lists
+        LOG.warning("ignoring %s: recorded for another config than %s's", record, cfg.name)
+        return None
+    return saved
+
+
 def measured_run(
     cfg: Any,
     no_train: bool,
@@ -266,13 +282,12 @@ def measured_run(
     """
     record = records / f"{cfg.name}.json"
     config = json.loads(json.dumps(cfg.to_dict()))  # as the record holds it: tuples become lists
-    if not (REPO / cfg.out_dir / cfg.name / "metrics.json").is_file() and record.is_file():
-        saved = json.loads(record.read_text())
-        if saved["config"] == config:
+    if not (REPO / cfg.out_dir / cfg.name / "metrics.json").is_file():
+        saved = read_record(cfg, records)
+        if saved is not None:
             LOG.info("%s: no run in %s; reporting its record %s", cfg.name, cfg.out_dir, record)
             curves = curves_from_json(saved["curves"])
             return Measured(saved["run"], saved["metrics"], saved["extras"], curves)
-        LOG.warning("ignoring %s: recorded for another config than %s's", record, cfg.name)
     found = finished_run(cfg, no_train, command)
     if found is None:
         return None
@@ -339,6 +354,11 @@ def main() -> int:
     ap.add_argument("--experiment", type=Path, default=EXPERIMENT)
     ap.add_argument("--no-train", action="store_true", help="only report runs that exist")
     ap.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train the runs that have neither a finished run nor a record, then stop: no measuring, no report",
+    )
+    ap.add_argument(
         "--steps", type=int, help="train this many steps instead of the experiment's (runs named <name>-<p>-<N>steps)"
     )
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
@@ -372,6 +392,10 @@ def main() -> int:
         command = f"python bench/faces.py --experiment {shown} --protocols {p}" + (
             "" if args.steps is None else f" --steps {args.steps}"
         )
+        if args.train_only:  # e.g. on a GPU machine, the runs brought back and measured where the caches are
+            if read_record(cfg) is None:
+                finished_run(cfg, False, command)
+            continue
         measured = measured_run(cfg, args.no_train, command, args.data_root)
         if measured is None:
             continue
@@ -387,6 +411,8 @@ def main() -> int:
         rows.append((p, aligned, e2e, orl, run, run_dir))
         if p != "view1":
             folds.append((aligned, e2e))
+    if args.train_only:
+        return 0
 
     lines = [
         "# Face embedder: LFW, ORL, speed",

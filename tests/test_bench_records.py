@@ -70,6 +70,41 @@ def test_a_run_in_runs_wins_over_its_record(bench: ModuleType, tmp_path: Path) -
         bench.measured_run(cfg, True, "cmd", tmp_path / "no-data", records=tmp_path / "records")
 
 
+def test_read_record_gives_the_record_of_the_very_same_config_only(bench: ModuleType, tmp_path: Path) -> None:
+    runs = str(tmp_path / "runs")
+    cfg = resolve(bench.EXPERIMENT, {"name": "rec-fold1", "face_protocol": "fold1", "out_dir": runs})
+    records = tmp_path / "records"
+    assert bench.read_record(cfg, records) is None  # no record yet
+    write_record(records, cfg, 0.935)
+    saved = bench.read_record(cfg, records)
+    assert saved is not None
+    assert saved["metrics"]["lfw_view2-fold01"]["accuracy"] == 0.935
+    assert bench.read_record(resolve(bench.EXPERIMENT, {**cfg.to_dict(), "steps": 10}), records) is None
+
+
+def test_train_only_trains_nothing_that_is_recorded_and_writes_no_report(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--train-only` (for a GPU machine) trains the runs that have no record and stops there: with the
+    committed records of the shipped recipe's folds it has nothing to train, and it writes no report."""
+    experiment = Path(bench.REPO) / "experiments" / "faces_student96_grey.toml"
+    cfg = resolve(experiment, {"name": "faces-student96-grey-fold1", "face_protocol": "fold1"})
+    if bench.read_record(cfg) is None:
+        pytest.skip("the shipped recipe's fold 1 record is not in bench/results/runs")
+    trained: list[str] = []
+    monkeypatch.setattr(bench, "finished_run", lambda cfg, *_: trained.append(cfg.name))
+    out = tmp_path / "report.md"
+    argv = ["faces.py", "--experiment", str(experiment), "--protocols", "fold1,fold2", "--train-only"]
+    monkeypatch.setattr("sys.argv", [*argv, "--out", str(out), "--steps", "7"])
+    assert bench.main() == 0
+    assert trained == ["faces-student96-grey-fold1-7steps", "faces-student96-grey-fold2-7steps"]  # no records
+    monkeypatch.setattr("sys.argv", [*argv, "--out", str(out)])
+    trained.clear()
+    assert bench.main() == 0
+    assert trained == []  # both folds are recorded
+    assert not out.exists()
+
+
 def test_records_are_not_git_ignored(bench: ModuleType) -> None:
     """The records exist to be committed: an ignore rule for training's runs/ must not also catch
     bench/results/runs/ (a bare `runs/` pattern did, and two View 2 folds' records were lost with their machine)."""
