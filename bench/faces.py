@@ -377,6 +377,8 @@ def main() -> int:
         help="comma list of exported face artifacts for the side-by-side table (with --peer: and the teacher)",
     )
     args = ap.parse_args()
+    if args.train_only and (args.no_train or args.artifacts or args.peer):
+        ap.error("--train-only trains and reports nothing: it takes no --no-train, --artifacts or --peer")
     setup_logging()
     protocols = comma_list(ap, args.protocols, list(PROTOCOLS), "protocols")
 

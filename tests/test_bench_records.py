@@ -103,6 +103,9 @@ def test_train_only_trains_nothing_that_is_recorded_and_writes_no_report(
     assert bench.main() == 0
     assert trained == []  # both folds are recorded
     assert not out.exists()
+    monkeypatch.setattr("sys.argv", [*argv, "--no-train"])
+    with pytest.raises(SystemExit):  # train only, and train nothing: a contradiction, refused
+        bench.main()
 
 
 def test_records_are_not_git_ignored(bench: ModuleType) -> None:
