@@ -249,6 +249,11 @@ class Measured:
     run_dir: Path | None = None
 
 
+def recorded_config(cfg: Any) -> dict[str, Any]:
+    """`cfg` as a record holds it (JSON: tuples become lists), so that a record's config compares equal."""
+    return json.loads(json.dumps(cfg.to_dict()))
+
+
 def read_record(cfg: Any, records: Path = RECORDS) -> dict[str, Any] | None:
     """The record `records/<name>.json` of the run `cfg` describes, or None when there is none or it was
     recorded for another config under the same name (logged)."""
@@ -256,7 +261,7 @@ def read_record(cfg: Any, records: Path = RECORDS) -> dict[str, Any] | None:
     if not record.is_file():
         return None
     saved = json.loads(record.read_text())
-    if saved["config"] != json.loads(json.dumps(cfg.to_dict())):  # as the record holds it: tuples become lists
+    if saved["config"] != recorded_config(cfg):
         LOG.warning("ignoring %s: recorded for another config than %s's", record, cfg.name)
         return None
     return saved
@@ -281,7 +286,6 @@ def measured_run(
     unless `no_train`, which gives None. A record of another config under the same name is ignored, logged.
     """
     record = records / f"{cfg.name}.json"
-    config = json.loads(json.dumps(cfg.to_dict()))  # as the record holds it: tuples become lists
     if not (REPO / cfg.out_dir / cfg.name / "metrics.json").is_file():
         saved = read_record(cfg, records)
         if saved is not None:
@@ -298,7 +302,7 @@ def measured_run(
     records.mkdir(parents=True, exist_ok=True)
     saved = {
         "name": cfg.name,
-        "config": config,
+        "config": recorded_config(cfg),
         "run": summary,
         "metrics": metrics,
         "extras": measured.extras,
