@@ -24,10 +24,15 @@ PART_MIB=46  # + the tracked tree (about 10 MiB) stays under the 64 MiB a call m
 
 pack() {
   local py=.venv/bin/python data=../shared/data tmp
-  [ -f .cache/teacher/lfw.npz ] || { echo "no teacher cache: train a face distill run here first" >&2; exit 1; }
+  [ -f .cache/teacher/lfw.npz ] || echo "no fixed teacher targets in .cache/teacher (a face distill run here makes" \
+    "them): only distill_views = consistent runs can train there" >&2
+  # The teacher's weights as PyTorch reads them (training/teacher_net.py), for distill_views = consistent:
+  # the machine needs no dlib.
+  $py -c 'from pathlib import Path; from training.teacher_net import load_teacher_net; load_teacher_net(Path(".cache"))' \
+    || exit 1
   tmp=$(mktemp -d)
   mkdir -p "$tmp/shared/teacher" "$tmp/shared/wheels"
-  cp .cache/teacher/*.npz "$tmp/shared/teacher/"
+  cp .cache/teacher/*.pt "$tmp/shared/teacher/" && { cp .cache/teacher/*.npz "$tmp/shared/teacher/" 2>/dev/null; true; }
   # The image's OpenCV 5 has no Haar cascades (BlazeFace's fallback); pytorch-metric-learning is not there.
   $py -m pip download -q --no-deps --only-binary=:all: -d "$tmp/shared/wheels" \
     "opencv-python-headless==$($py -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')" \
@@ -60,11 +65,12 @@ train() {
     (cd $STASH && sha256sum -c parts.sha256) || exit 1
     cat $STASH/part.* | tar -x -C .. || exit 1
   fi
-  mkdir -p .cache/teacher && cp ../shared/teacher/*.npz .cache/teacher/ || exit 1
+  mkdir -p .cache/teacher && cp ../shared/teacher/* .cache/teacher/ || exit 1
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/lease-site \
     ../shared/wheels/*.whl || exit 1
   export PYTHONPATH=/tmp/lease-site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
-  # Crops once per machine, the three sets side by side, with the experiment's own crop recipe.
+  # Crops once per machine, the three sets side by side, with the experiment's own crop recipe (and the
+  # teacher's master chips where it teaches consistently).
   python3 - "$experiment" 2> /tmp/lease-logs/crops.log <<'EOF' || { tail -n 5 /tmp/lease-logs/crops.log; exit 1; }
 import multiprocessing
 import sys
@@ -72,6 +78,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from training.config import resolve
+from training.consistent import teacher_chip_block
 from training.data.face_cache import default_face_block, load_face_crops
 
 cfg = resolve(sys.argv[1])
@@ -79,6 +86,8 @@ face = default_face_block(detector=cfg.face_detector)
 
 
 def build(name: str) -> int:
+    if cfg.distill_views == "consistent":
+        load_face_crops(Path(cfg.data_root), Path(cfg.cache_dir), (name,), teacher_chip_block(face), channels=3)
     return len(load_face_crops(Path(cfg.data_root), Path(cfg.cache_dir), (name,), face, channels=cfg.channels))
 
 

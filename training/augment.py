@@ -35,7 +35,11 @@ class AffineAugment:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """x: float N×C×H×W -> same shape, each image distorted independently (zeros fill the border)."""
-        n = x.shape[0]
+        return warp(x, self.matrices(x.shape[0], generator), self.padding)
+
+    def matrices(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """float32 N×2×3 draws of T in affine_grid's convention: output pixel u (coordinates in [-1, 1])
+        samples the input at T·(u, 1)."""
 
         def draw(lo: float, hi: float, identity: float) -> torch.Tensor:
             v = torch.rand(n, generator=generator) * (hi - lo) + lo
@@ -51,10 +55,41 @@ class AffineAugment:
         rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
         shear = torch.stack([torch.stack([torch.ones(n), shx], -1), torch.stack([shy, torch.ones(n)], -1)], -2)
         scale = torch.diag_embed(torch.stack([sx, sy], -1))
-        mat = rot @ shear @ scale
-        affine = torch.cat([mat, torch.stack([tx, ty], -1)[..., None]], -1).to(x.device, x.dtype)
-        grid = F.affine_grid(affine, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding, align_corners=False)
+        return torch.cat([rot @ shear @ scale, torch.stack([tx, ty], -1)[..., None]], -1)
+
+
+def warp(x: torch.Tensor, matrices: torch.Tensor, padding: str, size: int | None = None) -> torch.Tensor:
+    """x float N×C×H×W resampled through N×2×3 affine_grid matrices (bilinear; `padding`: grid_sample's
+    padding_mode), output H×W, or size×size."""
+    shape = list(x.shape) if size is None else [x.shape[0], x.shape[1], size, size]
+    grid = F.affine_grid(matrices.to(x.device, x.dtype), shape, align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+@dataclass(frozen=True)
+class FaceView:
+    """One face augmentation draw per image, applicable to any crop of the same faces.
+
+    sample: float32 N×2×3, output pixel u -> input point (affine_grid's convention), the mirror folded in;
+    grey: bool N; gamma, contrast, brightness: float32 N (exponent offset, contrast offset, additive)."""
+
+    sample: torch.Tensor
+    grey: torch.Tensor
+    gamma: torch.Tensor
+    contrast: torch.Tensor
+    brightness: torch.Tensor
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.sample, self.grey, self.gamma, self.contrast, self.brightness)
+
+    def __getitem__(self, idx: torch.Tensor | slice | tuple[torch.Tensor, ...]) -> FaceView:
+        """The draws of some images (an index, a slice, or (rows, views) into a stacked FaceView)."""
+        return FaceView(*(t[idx] for t in self.tensors()))
+
+    @staticmethod
+    def stack(views: list[FaceView]) -> FaceView:
+        """K FaceViews of the same N images -> one whose tensors have a second, view axis (N×K×...)."""
+        return FaceView(*(torch.stack(ts, 1) for ts in zip(*(v.tensors() for v in views), strict=True)))
 
 
 @dataclass(frozen=True)
@@ -74,23 +109,39 @@ class FaceAugment:
     gamma: float = 0.3  # exponent in [1 - g, 1 + g]
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n = x.shape[0]
-        x = self.affine(x, generator)
+        return self.apply(x, self.draw(x.shape[0], x.shape[1], generator))
+
+    def draw(self, n: int, channels: int, generator: torch.Generator) -> FaceView:
+        """N draws for crops with `channels` channels (grey copies only of colour crops)."""
+        sample = self.affine.matrices(n, generator)
 
         def uniform(half_width: float) -> torch.Tensor:
-            v = (torch.rand(n, generator=generator) * 2 - 1) * half_width
-            return v.to(x.device, x.dtype).view(n, 1, 1, 1)
+            return (torch.rand(n, generator=generator) * 2 - 1) * half_width
 
         if self.flip:
-            mirror = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(n, 1, 1, 1)
-            x = torch.where(mirror, x.flip(3), x)
-        if self.grey > 0 and x.shape[1] == 3:
+            # Mirroring the warped image samples the input at T·(-u_x, u_y): negate T's first column.
+            mirror = torch.rand(n, generator=generator) < 0.5
+            sample[:, :, 0] = torch.where(mirror[:, None], -sample[:, :, 0], sample[:, :, 0])
+        grey = torch.zeros(n, dtype=torch.bool)
+        if self.grey > 0 and channels == 3:
+            grey = torch.rand(n, generator=generator) < self.grey
+        return FaceView(sample, grey, uniform(self.gamma), uniform(self.contrast), uniform(self.brightness))
+
+    def apply(self, x: torch.Tensor, view: FaceView, size: int | None = None) -> torch.Tensor:
+        """x float N×C×H×W in [0, 1] -> N×C×H×W (or size×size), each image through its draw of `view`. The
+        geometry is in x's own [-1, 1] frame (for another crop of the same faces, map `view.sample` to it)."""
+        n = x.shape[0]
+
+        def per_image(v: torch.Tensor) -> torch.Tensor:
+            return v.to(x.device, x.dtype).view(n, 1, 1, 1)
+
+        x = warp(x, view.sample, self.affine.padding, size)
+        if x.shape[1] == 3 and bool(view.grey.any()):
             luma = (x * LUMA.to(x.device, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
-            greyed = (torch.rand(n, generator=generator) < self.grey).to(x.device).view(n, 1, 1, 1)
-            x = torch.where(greyed, luma, x)
-        x = x.clamp(0, 1).pow(1 + uniform(self.gamma))
+            x = torch.where(view.grey.to(x.device).view(n, 1, 1, 1), luma, x)
+        x = x.clamp(0, 1).pow(1 + per_image(view.gamma))
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * (1 + uniform(self.contrast)) + mean + uniform(self.brightness)
+        x = (x - mean) * (1 + per_image(view.contrast)) + mean + per_image(view.brightness)
         return x.clamp(0, 1)
 
 

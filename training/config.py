@@ -87,6 +87,15 @@ class TrainConfig:
     teacher: str = ""  # "" (none) or "dlib"
     distill_regression: float = 0.0  # weight of the regression term
     distill_relational: float = 0.0  # weight of the relational term
+    # Which view of a face the teacher describes (training/consistent.py): "fixed", its descriptor of the clean
+    # original photo, computed once (the student's augmented crop is pulled to it); "consistent", its
+    # descriptor of the very augmented view the student sees (Beyer et al. 2022), from the PyTorch port of
+    # the teacher (training/teacher_net.py) on our own aligned chip.
+    distill_views: str = "fixed"
+    # consistent only: 0, a fresh view every step with the teacher run on the batch (for a GPU: it costs the
+    # CPU ~12 ms per image); K > 0, K views per image drawn once, their teacher descriptors computed at the
+    # start (kept in the run folder) and one drawn per image and step.
+    teacher_pool: int = 0
     # --- sampler
     sampler: str = "episodes"  # one of SAMPLERS
     n_way: int = 60
@@ -186,6 +195,12 @@ class TrainConfig:
             raise ValueError("distillation needs both a teacher and a weight > 0 (distill_regression/relational)")
         if self.teacher and (self.data != "faces" or self.episodic):
             raise ValueError("a teacher distils into a face embedder: data = faces, an embedding objective")
+        if self.distill_views not in ("fixed", "consistent"):
+            raise ValueError(f"distill_views must be 'fixed' or 'consistent', got {self.distill_views!r}")
+        if self.distill_views == "consistent" and not (self.teacher and self.augment):
+            raise ValueError("distill_views = consistent describes augmented views: it needs a teacher and augment")
+        if self.teacher_pool < 0 or (self.teacher_pool and self.distill_views != "consistent"):
+            raise ValueError("teacher_pool (>= 0) is the number of cached views of distill_views = consistent")
         if self.objective == "distill" and not distilling:
             raise ValueError("objective = distill trains on the teacher alone: set teacher and a distill weight")
         if not self.episodic and self.episodes_per_batch != 1:

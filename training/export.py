@@ -157,8 +157,15 @@ def export_run(
         distilled = {}
         if cfg.get("teacher"):
             distilled = {
-                "teacher": teacher_card(tuple(s for s in cfg["face_sets"].split(",") if s)),
-                "distill": {"regression": cfg["distill_regression"], "relational": cfg["distill_relational"]},
+                "teacher": teacher_card(
+                    tuple(s for s in cfg["face_sets"].split(",") if s), cfg.get("distill_views", "fixed")
+                ),
+                "distill": {
+                    "regression": cfg["distill_regression"],
+                    "relational": cfg["distill_relational"],
+                    "views": cfg.get("distill_views", "fixed"),
+                    "teacher_pool": cfg.get("teacher_pool", 0),
+                },
             }
         card = ModelCard(
             name=name,

@@ -234,13 +234,22 @@ def centre(targets: np.ndarray) -> np.ndarray:
     return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
-def teacher_card(sets: tuple[str, ...]) -> dict[str, Any]:
-    """What a distilled model's card says of its teacher."""
+def teacher_card(sets: tuple[str, ...], views: str = "fixed") -> dict[str, Any]:
+    """What a distilled model's card says of its teacher (views: the run's distill_views)."""
+    targets = (
+        f"one descriptor per original photo of {', '.join(sets)}; HOG detection, 5-point alignment; "
+        "normalised, centred on the training images' mean, normalised again"
+    )
+    if views == "consistent":
+        targets = (
+            f"the descriptor of each augmented view the student saw of {', '.join(sets)} (the same draw applied "
+            "to a 150x150 chip aligned from our detector's eyes; training/consistent.py), by the PyTorch port of "
+            "the model; normalised, centred on the clean training chips' mean, normalised again"
+        )
     return {
         "name": NAME,
         "source": "dlib-models (Davis King), through the face_recognition_models package",
         "licence": LICENCE,
         "trained_on": "about 3 million faces of 7,485 people (no LFW identities, per dlib-models README)",
-        "targets": f"one descriptor per original photo of {', '.join(sets)}; HOG detection, 5-point alignment; "
-        "normalised, centred on the training images' mean, normalised again",
+        "targets": targets,
     }

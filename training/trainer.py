@@ -354,6 +354,10 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     else:
         dim = embedder_config(cfg, (False, False)).embedding_dim  # the output transform does not change D
         target_dim = train_set.targets.shape[1] if train_set.targets is not None else 0
+        if cfg.distill_views == "consistent":
+            from training.teacher_net import DESCRIPTOR_DIM
+
+            target_dim = DESCRIPTOR_DIM
         objective = build_objective(cfg, dim, train_set.num_classes, target_dim)
         ecfg = embedder_config(cfg, (objective.l2_normalize, objective.scaled))
         module, distance = TrainModule(Embedder(ecfg), objective), objective.distance
@@ -367,6 +371,11 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     model: nn.Module = nn.parallel.DistributedDataParallel(module) if distributed else module
     sampler = build_sampler(cfg, train_set, rank)
     augment = build_augment(cfg)
+    consistent = None  # the teacher describing each step's views (training/consistent.py)
+    if cfg.distill_views == "consistent":
+        from training.consistent import build_consistent_teacher
+
+        consistent = build_consistent_teacher(cfg, train_set, augment, face, device, run_dir, rank)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
 
@@ -448,12 +457,16 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             idx = torch.from_numpy(sampler.batch(state.step)).to(device)
             x = images[idx].float().div_(255.0)
             y = labels[idx]
+            batch_targets = None if targets is None else targets[idx]
             if augment is not None:
                 gen.manual_seed(cfg.seed * 1_000_003 + rank * 7919 + state.step)  # resumable augmentation
-                x = augment(x, gen)
+                if consistent is not None:
+                    x, batch_targets = consistent.views(idx, x, gen)
+                else:
+                    x = augment(x, gen)
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
-                loss, batch_acc = model(x, y) if targets is None else model(x, y, targets[idx])
+                loss, batch_acc = model(x, y) if batch_targets is None else model(x, y, batch_targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

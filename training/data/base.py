@@ -20,6 +20,8 @@ class ImageSet:
     group_names: one name per group id.
     targets: float32 N×D per-image regression targets (a teacher's normalised embeddings; NaN rows where the
       teacher has none), or None.
+    teacher_inputs: uint8 N×3×M×M per-image inputs for a teacher run during training (master chips of
+      training/consistent.py), or None.
     """
 
     images: np.ndarray
@@ -28,6 +30,7 @@ class ImageSet:
     groups: np.ndarray
     group_names: list[str]
     targets: np.ndarray | None = None
+    teacher_inputs: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -37,6 +40,8 @@ class ImageSet:
             raise ValueError("labels and groups must have one entry per image")
         if self.targets is not None and (self.targets.ndim != 2 or len(self.targets) != n):
             raise ValueError(f"targets must be N×D with N = {n}, got {self.targets.shape}")
+        if self.teacher_inputs is not None and (self.teacher_inputs.ndim != 4 or len(self.teacher_inputs) != n):
+            raise ValueError(f"teacher_inputs must be N×C×H×W with N = {n}, got {self.teacher_inputs.shape}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -57,6 +62,7 @@ class ImageSet:
             groups=new_groups.astype(np.int64),
             group_names=[self.group_names[i] for i in kept_groups],
             targets=None if self.targets is None else self.targets[mask],
+            teacher_inputs=None if self.teacher_inputs is None else self.teacher_inputs[mask],
         )
 
     def with_rotations(self, angles: tuple[int, ...] = (0, 90, 180, 270)) -> ImageSet:

@@ -331,14 +331,24 @@ def face_training_set(cfg: TrainConfig, spec: PreprocessSpec, face: dict[str, An
     """The ImageSet a face run trains on (see `training_mask`), prepared with `spec` from crops made with
     the recipe `face` (default: `default_face_block()`). Each identity is its own class and its own group, so
     `split_by_group` holds out whole people for validation. With `cfg.teacher`, each image carries the
-    teacher's embedding of its original photo as `targets` (training/teacher.py; computed once and cached)."""
+    teacher's embedding of its original photo as `targets` (training/teacher.py; computed once and cached), or
+    with `cfg.distill_views = "consistent"` its master chip as `teacher_inputs` (training/consistent.py)."""
+    face = face or default_face_block()
     crops = load_face_crops(Path(cfg.data_root), Path(cfg.cache_dir), cfg.face_set_names, face, channels=cfg.channels)
     chosen = crops.select(training_mask(crops, cfg))
     names, labels = np.unique(np.array(chosen.identity), return_inverse=True)
     images = np.round(chosen.model_input(np.arange(len(chosen)), spec) * 255.0).astype(np.uint8)
     LOG.info("face training set: %d images of %d people (%s)", len(images), len(names), cfg.face_protocol)
-    targets = None
-    if cfg.teacher:
+    targets, teacher_inputs = None, None
+    if cfg.teacher and cfg.distill_views == "consistent":
+        # The teacher describes each step's views itself (training/consistent.py): it needs the master chips.
+        from training.consistent import teacher_chip_block
+
+        master = load_face_crops(
+            Path(cfg.data_root), Path(cfg.cache_dir), cfg.face_set_names, teacher_chip_block(face), channels=3
+        )
+        teacher_inputs = np.ascontiguousarray(master.crops[[master.row(k) for k in chosen.keys]].transpose(0, 3, 1, 2))
+    elif cfg.teacher:
         from training.teacher import centre, teacher_targets
 
         teacher = teacher_targets(Path(cfg.data_root), Path(cfg.cache_dir), cfg.face_set_names)
@@ -351,4 +361,5 @@ def face_training_set(cfg: TrainConfig, spec: PreprocessSpec, face: dict[str, An
         groups=labels.astype(np.int64),
         group_names=names.tolist(),
         targets=targets,
+        teacher_inputs=teacher_inputs,
     )
