@@ -196,3 +196,40 @@ def test_the_card_says_which_views_the_teacher_described() -> None:
     assert "original photo of lfw, orl" in fixed["targets"]
     assert "augmented view" in consistent["targets"]
     assert fixed["licence"] == consistent["licence"] == teacher_mod.LICENCE
+
+
+@pytest.mark.data
+def test_a_consistent_training_set_pairs_each_crop_with_its_master_chip(data_root: Path, tmp_path: Path) -> None:
+    """ORL through face_training_set: each training image comes with the master chip of the same photo, and the
+    student's 96×96 input, mapped into the master's frame, lands on the same pixels."""
+    from training.data.face_cache import face_training_set
+    from training.trainer import preprocess_spec
+
+    cfg = TrainConfig(
+        data="faces",
+        data_root=str(data_root),
+        cache_dir=str(tmp_path),
+        face_sets="orl",
+        face_detector="blazeface",
+        channels=3,
+        image_size=96,
+        objective="distill",
+        teacher="dlib",
+        distill_regression=1.0,
+        distill_views="consistent",
+        sampler="m_per_class",
+    )
+    face = default_face_block(detector="blazeface")
+    train = face_training_set(cfg, preprocess_spec(cfg), face)
+    assert train.targets is None
+    assert train.teacher_inputs is not None
+    master = AlignSpec.from_dict(teacher_chip_block(face)["align"])
+    assert train.teacher_inputs.shape == (len(train), 3, master.size, master.size)
+    assert len(train) == 300  # 30 subjects (10 held out) × 10 photos
+    student = AlignSpec.from_dict(face["align"])
+    chips = torch.from_numpy(train.teacher_inputs[:8]).float() / 255.0
+    seen = torch.from_numpy(train.images[:8]).float() / 255.0
+    into = torch.tensor(frame_map(student, master), dtype=torch.float32)[:2].expand(8, 2, 3)
+    mapped = warp(chips, into, "border", size=96)  # the master resampled onto the student's frame
+    assert (mapped - seen).abs().mean() < 0.03
+    assert (mapped - seen.roll(1, 0)).abs().mean() > 0.05  # another photo's chip does not fit
