@@ -89,3 +89,18 @@ def test_argparse_round_trip(toml_file: Path) -> None:
     cfg = resolve(toml_file, overrides)
     assert (cfg.k_shot, cfg.widths, cfg.augment, cfg.lr, cfg.name) == (3, (32, 32, 32), False, 0.002, "exp")
     assert overrides_from_args(parser.parse_args([])) == {}
+
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_every_experiment_file_is_a_valid_config(path: Path) -> None:
+    """A recipe that no longer validates (a renamed key, a rule it breaks) fails here, not an hour into a run."""
+    assert isinstance(resolve(path), TrainConfig)
+
+
+def test_experiments_never_share_a_run_folder() -> None:
+    names = [resolve(p).name for p in EXPERIMENTS]
+    assert len(EXPERIMENTS) > 10
+    assert len(set(names)) == len(names), sorted(n for n in names if names.count(n) > 1)

@@ -17,6 +17,9 @@
 # call again (while the machine is warm) resumes it. Each protocol trains in its own process, side by side on
 # the one GPU. Measured on an H100 (2026-11-24): the 183 MB payload went in five calls of about 10 s each;
 # crops took 65 s; eight 6,000-step runs of experiments/faces_student96_grey.toml side by side, 5 min.
+# Consistent teaching (distill_views = "consistent") needs no dlib there: the payload carries the teacher's
+# weights as PyTorch reads them, and the crop step also cuts the teacher's master chips. On a GPU, use
+# experiments/faces_student96_consistent_online.toml (teacher_pool = 0: a fresh view every step).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STASH=/root/siamface-lease
