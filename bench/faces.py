@@ -438,7 +438,12 @@ def main() -> int:
         "Every LFW row is a model that never saw the people it is scored on ("
         + (
             "with outside data: a public-domain teacher, dlib's ResNet, whose embeddings of the training "
-            "photos are the targets; by its README, trained on no LFW identity"
+            + (
+                "faces, of the very augmented views the student saw (distill_views = consistent), "
+                if base.distill_views == "consistent"
+                else "photos "
+            )
+            + "are the targets; by its README, trained on no LFW identity"
             if base.teacher
             else "no outside data"
         )
