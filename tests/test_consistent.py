@@ -148,6 +148,7 @@ def test_the_pool_matches_its_views_and_resumes_from_its_file(tmp_path: Path) ->
     other.build_pool(3, seed=7, channels=3, path=path)
     assert other.pool is not None
     torch.testing.assert_close(other.pool[1], desc)
+    torch.testing.assert_close(other.mean, teacher.mean)  # the centre too: its own net would give another
     other.build_pool(2, seed=7, channels=3, path=path)  # another pool: recomputed with its own net
     assert other.pool[1].shape == (5, 2, 128)
     assert not torch.allclose(other.pool[1], desc[:, :2])

@@ -19,7 +19,8 @@ BlazeFace eyes) and 98.6% on dlib's own 5-point chips: the student's ceiling is 
 
 Two ways to run it: online (`teacher_pool = 0`), a fresh draw every step with the teacher run on the batch,
 for a GPU; pooled (`teacher_pool = K`), K draws per image made once, their descriptors computed at the start
-(~12 ms per view on 2 CPU cores) and cached in the run folder, one drawn per image and step, for the CPU.
+(~12 ms per view on 2 CPU cores) and cached in the run folder with the centre below, one drawn per image
+and step, for the CPU.
 Targets are normalised, then centred on the mean descriptor of the clean training chips and normalised
 again (as `training.teacher.centre` does for fixed targets).
 """
@@ -103,7 +104,7 @@ class ConsistentTeacher:
         chip_in_master = np.diag([CHIP / master_align.size, CHIP / master_align.size, 1.0])
         self._student_to_master = torch.tensor(frame_map(student_align, master_align), dtype=torch.float32)
         self._chip_to_master = torch.tensor(chip_in_master, dtype=torch.float32)
-        self.mean = self._centre_of(torch.arange(len(chips)))
+        self._mean: torch.Tensor | None = None
         self.pool: tuple[FaceView, torch.Tensor] | None = None
 
     # --------------------------------------------------------------------------------- the teacher's side
@@ -133,8 +134,15 @@ class ConsistentTeacher:
             out.append(F.normalize(d.float(), dim=1))
         return torch.cat(out)
 
-    def _centre_of(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.describe(rows, None, progress=f"teacher: {len(rows)} clean chips for the centre").mean(0)
+    @property
+    def mean(self) -> torch.Tensor:
+        """float32 128: the mean of the teacher's normalised descriptors of the clean training chips, computed
+        on first use (or read with the pool)."""
+        if self._mean is None:
+            n = len(self.chips)
+            self._mean = self.describe(torch.arange(n), None, progress=f"teacher: {n} clean chips for the centre")
+            self._mean = self._mean.mean(0)
+        return self._mean
 
     def _centred(self, d: torch.Tensor) -> torch.Tensor:
         return F.normalize(d - self.mean.to(d.device), dim=1)
@@ -149,6 +157,7 @@ class ConsistentTeacher:
             saved = torch.load(path, map_location="cpu", weights_only=False)
             if saved["key"] == key:
                 self.pool = (saved["views"], saved["descriptors"].to(self.device))
+                self._mean = saved["mean"].to(self.device)
                 LOG.info("teacher pool: %d views per image from %s", k, path)
                 return
         views = []
@@ -168,7 +177,7 @@ class ConsistentTeacher:
         self.pool = (pooled, desc)
         if path is not None:
             tmp = path.with_suffix(".tmp")
-            torch.save({"key": key, "views": pooled, "descriptors": desc.cpu()}, tmp)
+            torch.save({"key": key, "views": pooled, "descriptors": desc.cpu(), "mean": self.mean.cpu()}, tmp)
             tmp.replace(path)
 
     # --------------------------------------------------------------------------------- a training batch
