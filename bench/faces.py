@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from training import verification  # noqa: E402
-from training.config import resolve  # noqa: E402
+from training.config import as_current, resolve  # noqa: E402
 from training.trainer import cpu_name  # noqa: E402
 
 LOG = logging.getLogger("bench.faces")
@@ -261,7 +261,7 @@ def read_record(cfg: Any, records: Path = RECORDS) -> dict[str, Any] | None:
     if not record.is_file():
         return None
     saved = json.loads(record.read_text())
-    if saved["config"] != recorded_config(cfg):
+    if as_current(saved["config"]) != recorded_config(cfg):  # a record made before a field was added counts
         LOG.warning("ignoring %s: recorded for another config than %s's", record, cfg.name)
         return None
     return saved

@@ -119,3 +119,20 @@ def test_records_are_not_git_ignored(bench: ModuleType) -> None:
     assert ignored.returncode == 1, f"{record} is git-ignored: see .gitignore"
     run = subprocess.run(["git", "check-ignore", "-q", "runs/faces/best.pt"], cwd=repo, check=False)
     assert run.returncode == 0, "training's runs/ must stay ignored"
+
+
+def test_a_record_made_before_a_config_field_was_added_still_counts(bench: ModuleType, tmp_path: Path) -> None:
+    """Records outlive the code that wrote them: one saved without fields added since (here the consistent
+    teaching ones) is still the record of the same recipe, and still not of another."""
+    cfg = resolve(bench.EXPERIMENT, {"name": "rec-fold1", "face_protocol": "fold1", "out_dir": str(tmp_path)})
+    records = tmp_path / "records"
+    write_record(records, cfg, 0.935)
+    path = records / "rec-fold1.json"
+    saved = json.loads(path.read_text())
+    for added in ("distill_views", "teacher_pool"):
+        del saved["config"][added]
+    path.write_text(json.dumps(saved))
+    found = bench.read_record(cfg, records)
+    assert found is not None
+    assert found["metrics"]["lfw_view2-fold01"]["accuracy"] == 0.935
+    assert bench.read_record(resolve(bench.EXPERIMENT, {**cfg.to_dict(), "seed": 1}), records) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import tomllib
 import types
 import typing
@@ -224,6 +225,13 @@ class TrainConfig:
         and had its default then; JSON lists become tuples again."""
         fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
         return cls(**{**cls().to_dict(), **fixed})
+
+
+def as_current(saved: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by a run of any age (a record's, a card's, a config.json) as this code saves one: fields
+    added since take their defaults, in JSON form (lists for tuples). Two configs of one recipe then compare
+    equal, whatever fields were added between the runs that saved them."""
+    return json.loads(json.dumps(TrainConfig.from_saved(saved).to_dict()))
 
 
 def _coerce(name: str, typ: Any, value: Any) -> Any:

@@ -24,6 +24,7 @@ from model import distances
 from model.calibration import Calibration
 from model.preprocess import PreprocessSpec
 from training import verification
+from training.config import as_current
 from training.data.face_cache import FaceCrops
 from training.data.faces import LFWProtocol, LFWSplit, Pair, lfw_member
 from training.evaluate import Accuracy, EmbedFn
@@ -310,12 +311,15 @@ def recipe_view2(records: Path, config: dict[str, Any]) -> dict[str, dict[str, A
     says how many of the ten folds the mean covers. These are the recipe's figures, not the weights of the
     artifact whose card carries them; the protocol says so."""
     ignored = ("name", "face_protocol")
-    recipe = {k: v for k, v in config.items() if k not in ignored}
+    # Both sides as today's code saves a config: a record or card made before a field was added still counts.
+    recipe = {k: v for k, v in as_current(config).items() if k not in ignored}
     per_fold: dict[int, dict[str, dict[str, Any]]] = {}
     hardware: dict[int, str] = {}
     for path in sorted(Path(records).glob("*.json")):
         saved = json.loads(path.read_text())
-        cfg = saved.get("config", {})
+        if "config" not in saved:
+            continue
+        cfg = as_current(saved["config"])
         protocol = str(cfg.get("face_protocol", ""))
         if not protocol.startswith("fold") or {k: v for k, v in cfg.items() if k not in ignored} != recipe:
             continue
