@@ -251,7 +251,7 @@ class Measured:
 
 def recorded_config(cfg: Any) -> dict[str, Any]:
     """`cfg` as a record holds it (JSON: tuples become lists), so that a record's config compares equal."""
-    return json.loads(json.dumps(cfg.to_dict()))
+    return as_current(cfg.to_dict())
 
 
 def read_record(cfg: Any, records: Path = RECORDS) -> dict[str, Any] | None:

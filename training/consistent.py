@@ -41,7 +41,7 @@ from model.faces import AlignSpec, similarity_from_eyes
 from training.augment import FaceAugment, FaceView
 from training.config import TrainConfig
 from training.data.base import ImageSet
-from training.teacher_net import CHIP, DESCRIPTOR_DIM, DlibFaceNet, load_teacher_net
+from training.teacher_net import CHIP, DlibFaceNet, load_teacher_net
 
 LOG = logging.getLogger(__name__)
 
@@ -164,16 +164,10 @@ class ConsistentTeacher:
         for j in range(k):
             views.append(self.augment.draw(n, channels, torch.Generator().manual_seed(seed * 7_919 + j)))
         pooled = FaceView.stack(views)  # tensors N×K×...
-        desc = torch.empty(n, k, DESCRIPTOR_DIM, dtype=torch.float32, device=self.device)
         rows = torch.arange(n)
-        chunk = self.batch
-        bar = tqdm(total=n * k, desc="teacher views", unit="view")
-        for j in range(k):
-            for i in range(0, n, chunk):
-                r = rows[i : i + chunk]
-                desc[r, j] = self.describe(r, views[j][r])
-                bar.update(len(r))
-        bar.close()
+        desc = torch.stack(
+            [self.describe(rows, views[j], progress=f"teacher views {j + 1}/{k}") for j in range(k)], 1
+        )  # N×K×128
         self.pool = (pooled, desc)
         if path is not None:
             tmp = path.with_suffix(".tmp")
